@@ -1,0 +1,167 @@
+//! The browser's link to the server: a WebSocket carrying Engine.IO/Socket.IO frames,
+//! reopened with backoff whenever it drops. Framing and heartbeats are in [`crate::sio`].
+
+use crate::page::ConnState;
+use crate::protocol::{ClientEvent, ServerEvent};
+use crate::sio::{Backoff, ClientSession, Step, encode_event};
+use futures::channel::mpsc::UnboundedReceiver;
+use futures::stream::{SplitSink, SplitStream};
+use futures::{FutureExt, SinkExt, StreamExt, select};
+use gloo_net::websocket::{Message, futures::WebSocket};
+use gloo_timers::future::TimeoutFuture;
+
+/// The Socket.IO endpoint of the server that served this page.
+pub fn socket_url() -> String {
+    let location = web_sys::window().map(|w| w.location());
+    let protocol = location
+        .as_ref()
+        .and_then(|l| l.protocol().ok())
+        .unwrap_or_default();
+    let host = location
+        .as_ref()
+        .and_then(|l| l.host().ok())
+        .unwrap_or_default();
+    let scheme = if protocol == "https:" { "wss" } else { "ws" };
+    format!("{scheme}://{host}/socket.io/?EIO=4&transport=websocket")
+}
+
+/// Runs the connection in the background for the life of the page.
+pub fn spawn(
+    url: String,
+    outbox: UnboundedReceiver<ClientEvent>,
+    on_state: impl Fn(ConnState) + 'static,
+    on_event: impl Fn(ServerEvent) + 'static,
+) {
+    wasm_bindgen_futures::spawn_local(run(url, outbox, on_state, on_event));
+}
+
+async fn run(
+    url: String,
+    mut outbox: UnboundedReceiver<ClientEvent>,
+    on_state: impl Fn(ConnState),
+    on_event: impl Fn(ServerEvent),
+) {
+    let mut backoff = Backoff::default();
+    let mut was_online = false;
+    loop {
+        on_state(if was_online {
+            ConnState::Reconnecting
+        } else {
+            ConnState::Connecting
+        });
+        let outcome = connect_once(&url, &mut outbox, &on_state, &on_event).await;
+        if outcome.reached_online {
+            was_online = true;
+            backoff.reset();
+        }
+        match outcome.end {
+            End::PageGone => return,
+            End::Dropped(reason) => {
+                web_sys::console::warn_1(&format!("chat connection lost: {reason}").into())
+            }
+        }
+        if was_online {
+            on_state(ConnState::Reconnecting);
+        }
+        // Events typed while offline are not kept: the page only sends when online.
+        while let Ok(Some(_)) = outbox.try_next() {}
+        TimeoutFuture::new(backoff.next_delay_ms(js_sys::Math::random()) as u32).await;
+    }
+}
+
+enum End {
+    /// The page dropped its sender: stop for good.
+    PageGone,
+    /// The link failed or was closed: try again.
+    Dropped(String),
+}
+
+struct Outcome {
+    reached_online: bool,
+    end: End,
+}
+
+async fn connect_once(
+    url: &str,
+    outbox: &mut UnboundedReceiver<ClientEvent>,
+    on_state: &impl Fn(ConnState),
+    on_event: &impl Fn(ServerEvent),
+) -> Outcome {
+    let mut session = ClientSession::new();
+    let end = match WebSocket::open(url) {
+        Err(err) => End::Dropped(err.to_string()),
+        Ok(socket) => pump(socket, &mut session, outbox, on_state, on_event).await,
+    };
+    Outcome {
+        reached_online: session.is_online(),
+        end,
+    }
+}
+
+/// Moves frames both ways until the link ends, then closes the socket.
+async fn pump(
+    socket: WebSocket,
+    session: &mut ClientSession,
+    outbox: &mut UnboundedReceiver<ClientEvent>,
+    on_state: &impl Fn(ConnState),
+    on_event: &impl Fn(ServerEvent),
+) -> End {
+    let (mut sink, mut stream) = socket.split();
+    let end = pump_frames(&mut sink, &mut stream, session, outbox, on_state, on_event).await;
+    // Dropping a gloo WebSocket leaves the browser's socket open: close it.
+    if let Ok(socket) = sink.reunite(stream) {
+        let _ = socket.close(None, None);
+    }
+    end
+}
+
+async fn pump_frames(
+    sink: &mut SplitSink<WebSocket, Message>,
+    stream: &mut SplitStream<WebSocket>,
+    session: &mut ClientSession,
+    outbox: &mut UnboundedReceiver<ClientEvent>,
+    on_state: &impl Fn(ConnState),
+    on_event: &impl Fn(ServerEvent),
+) -> End {
+    let mut silence = TimeoutFuture::new(session.heartbeat_deadline_ms() as u32).fuse();
+    loop {
+        select! {
+            frame = stream.next().fuse() => {
+                let text = match frame {
+                    Some(Ok(Message::Text(text))) => text,
+                    Some(Ok(Message::Bytes(_))) => continue,
+                    Some(Err(err)) => return End::Dropped(err.to_string()),
+                    None => return End::Dropped("the connection closed".into()),
+                };
+                let step = match session.on_frame(&text) {
+                    Ok(step) => step,
+                    Err(err) => return End::Dropped(format!("bad frame from server: {err}")),
+                };
+                // Any frame proves the link alive; the deadline follows the handshake's timings.
+                silence = TimeoutFuture::new(session.heartbeat_deadline_ms() as u32).fuse();
+                match step {
+                    Step::Idle => {}
+                    Step::Reply(frame) => {
+                        if let Err(err) = sink.send(Message::Text(frame)).await {
+                            return End::Dropped(err.to_string());
+                        }
+                    }
+                    Step::Online => on_state(ConnState::Online),
+                    Step::Event(event) => on_event(event),
+                    Step::Closed(reason) => return End::Dropped(reason),
+                }
+            }
+            event = outbox.next() => {
+                let Some(event) = event else { return End::PageGone };
+                let frame = match encode_event(&event) {
+                    Ok(frame) => frame,
+                    Err(err) => return End::Dropped(format!("cannot encode {}: {err}", event.name())),
+                };
+                if let Err(err) = sink.send(Message::Text(frame)).await {
+                    return End::Dropped(err.to_string());
+                }
+            }
+            _ = silence => return End::Dropped("no heartbeat from the server".into()),
+        }
+    }
+}

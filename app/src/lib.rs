@@ -1,0 +1,44 @@
+//! The chatroom's page (Leptos components), the protocol types shared with the server,
+//! and the browser's Socket.IO client.
+
+pub mod page;
+pub mod protocol;
+pub mod sio;
+pub mod validation;
+
+#[cfg(feature = "hydrate")]
+pub mod client;
+
+use leptos::prelude::*;
+use leptos_meta::{MetaTags, Stylesheet, Title, provide_meta_context};
+
+/// The whole HTML document, rendered by the server and hydrated in the browser.
+pub fn shell(options: LeptosOptions) -> impl IntoView {
+    view! {
+        <!DOCTYPE html>
+        <html lang="en">
+            <head>
+                <meta charset="utf-8" />
+                <meta name="viewport" content="width=device-width, initial-scale=1" />
+                <AutoReload options=options.clone() />
+                <HydrationScripts options />
+                <link rel="icon" type="image/svg+xml" href="/favicon.svg" />
+                <MetaTags />
+            </head>
+            <body>
+                <App />
+            </body>
+        </html>
+    }
+}
+
+/// The application root: styles, title and the chat page.
+#[component]
+pub fn App() -> impl IntoView {
+    provide_meta_context();
+    view! {
+        <Stylesheet id="leptos" href="/pkg/chatroom.css" />
+        <Title text="Online Chatroom" />
+        <page::ChatPage />
+    }
+}

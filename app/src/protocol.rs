@@ -1,0 +1,246 @@
+//! The chat's event contract (see `../shared/PROTOCOL.md`), as serde types used by the
+//! server and the browser client alike.
+//!
+//! A Socket.IO event travels as a JSON array `["name", arg, ...]`; [`ClientEvent`] and
+//! [`ServerEvent`] serialize to and from exactly that array, so the browser codec and the
+//! tests can put them on the wire as they are.
+
+use serde::de::{self, SeqAccess, Visitor};
+use serde::ser::SerializeSeq;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use std::fmt;
+
+/// Event name of a chat line from a client and of every server-to-client string.
+pub const MESSAGE: &str = "message";
+/// Event name a client uses to choose its username.
+pub const SET_USERNAME: &str = "set_username";
+
+/// Sent to a client alone when it connects.
+pub const WELCOME: &str = "Welcome to the chatroom!";
+
+/// The reply to a client whose username was stored.
+pub fn username_set(name: &str) -> String {
+    format!("Your username is set to {name}")
+}
+
+/// An event a client emits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClientEvent {
+    /// `set_username` with the chosen name.
+    SetUsername(String),
+    /// `message` with the text of a chat line (the JS client's `socket.send(text)`).
+    Message(String),
+}
+
+impl ClientEvent {
+    /// The Socket.IO event name.
+    pub fn name(&self) -> &'static str {
+        match self {
+            ClientEvent::SetUsername(_) => SET_USERNAME,
+            ClientEvent::Message(_) => MESSAGE,
+        }
+    }
+
+    /// The single string argument.
+    pub fn text(&self) -> &str {
+        match self {
+            ClientEvent::SetUsername(text) | ClientEvent::Message(text) => text,
+        }
+    }
+}
+
+/// An event the server emits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ServerEvent {
+    /// `message` with one plain string: welcome, replies, refusals, chat lines, notices.
+    Message(String),
+}
+
+impl ServerEvent {
+    /// The Socket.IO event name.
+    pub fn name(&self) -> &'static str {
+        match self {
+            ServerEvent::Message(_) => MESSAGE,
+        }
+    }
+
+    /// The single string argument.
+    pub fn text(&self) -> &str {
+        match self {
+            ServerEvent::Message(text) => text,
+        }
+    }
+}
+
+/// Something everyone in the room sees, in the room's one order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum RoomEvent {
+    /// A chat line.
+    Chat {
+        /// Who wrote it.
+        author: String,
+        /// What they wrote, unaltered.
+        text: String,
+    },
+    /// A named user's connection closed.
+    Left {
+        /// Who left.
+        author: String,
+    },
+}
+
+impl RoomEvent {
+    /// The string a legacy client receives for this event.
+    pub fn legacy_text(&self) -> String {
+        match self {
+            RoomEvent::Chat { author, text } => format!("{author}: {text}"),
+            RoomEvent::Left { author } => format!("{author} left the chatroom."),
+        }
+    }
+}
+
+fn serialize_event<S: Serializer>(
+    serializer: S,
+    name: &str,
+    text: &str,
+) -> Result<S::Ok, S::Error> {
+    let mut seq = serializer.serialize_seq(Some(2))?;
+    seq.serialize_element(name)?;
+    seq.serialize_element(text)?;
+    seq.end()
+}
+
+/// Reads `["name", "text", ...]`, ignoring extra arguments as Socket.IO servers do.
+fn deserialize_event<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<(String, String), D::Error> {
+    struct EventVisitor;
+    impl<'de> Visitor<'de> for EventVisitor {
+        type Value = (String, String);
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("a Socket.IO event array [name, text]")
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+            let name: String = seq
+                .next_element()?
+                .ok_or_else(|| de::Error::invalid_length(0, &self))?;
+            let text: String = seq
+                .next_element()?
+                .ok_or_else(|| de::Error::invalid_length(1, &self))?;
+            while seq.next_element::<de::IgnoredAny>()?.is_some() {}
+            Ok((name, text))
+        }
+    }
+    deserializer.deserialize_seq(EventVisitor)
+}
+
+impl Serialize for ClientEvent {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serialize_event(serializer, self.name(), self.text())
+    }
+}
+
+impl<'de> Deserialize<'de> for ClientEvent {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let (name, text) = deserialize_event(deserializer)?;
+        match name.as_str() {
+            SET_USERNAME => Ok(ClientEvent::SetUsername(text)),
+            MESSAGE => Ok(ClientEvent::Message(text)),
+            other => Err(de::Error::unknown_variant(other, &[SET_USERNAME, MESSAGE])),
+        }
+    }
+}
+
+impl Serialize for ServerEvent {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serialize_event(serializer, self.name(), self.text())
+    }
+}
+
+impl<'de> Deserialize<'de> for ServerEvent {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let (name, text) = deserialize_event(deserializer)?;
+        match name.as_str() {
+            MESSAGE => Ok(ServerEvent::Message(text)),
+            other => Err(de::Error::unknown_variant(other, &[MESSAGE])),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn client_events_are_socket_io_arrays() {
+        let ev = ClientEvent::SetUsername("ann".into());
+        assert_eq!(
+            serde_json::to_string(&ev).unwrap(),
+            r#"["set_username","ann"]"#
+        );
+        let ev = ClientEvent::Message("hi \"there\"".into());
+        assert_eq!(
+            serde_json::to_string(&ev).unwrap(),
+            r#"["message","hi \"there\""]"#
+        );
+    }
+
+    #[test]
+    fn client_events_round_trip() {
+        for ev in [
+            ClientEvent::SetUsername("Zoë 🦀".into()),
+            ClientEvent::Message("<script>alert(1)</script>".into()),
+            ClientEvent::Message(String::new()),
+        ] {
+            let json = serde_json::to_string(&ev).unwrap();
+            assert_eq!(serde_json::from_str::<ClientEvent>(&json).unwrap(), ev);
+        }
+    }
+
+    #[test]
+    fn server_events_round_trip() {
+        let ev = ServerEvent::Message(WELCOME.into());
+        let json = serde_json::to_string(&ev).unwrap();
+        assert_eq!(json, r#"["message","Welcome to the chatroom!"]"#);
+        assert_eq!(serde_json::from_str::<ServerEvent>(&json).unwrap(), ev);
+    }
+
+    #[test]
+    fn extra_arguments_are_ignored_and_bad_shapes_refused() {
+        let ev: ServerEvent = serde_json::from_str(r#"["message","a",{"x":1},2]"#).unwrap();
+        assert_eq!(ev, ServerEvent::Message("a".into()));
+        assert!(serde_json::from_str::<ServerEvent>(r#"["other","a"]"#).is_err());
+        assert!(serde_json::from_str::<ServerEvent>(r#"["message"]"#).is_err());
+        assert!(serde_json::from_str::<ServerEvent>(r#"["message",3]"#).is_err());
+        assert!(serde_json::from_str::<ClientEvent>(r#"{"message":"a"}"#).is_err());
+    }
+
+    #[test]
+    fn room_events_render_the_legacy_strings() {
+        let chat = RoomEvent::Chat {
+            author: "ann".into(),
+            text: "hello: world".into(),
+        };
+        assert_eq!(chat.legacy_text(), "ann: hello: world");
+        let left = RoomEvent::Left {
+            author: "ann".into(),
+        };
+        assert_eq!(left.legacy_text(), "ann left the chatroom.");
+        assert_eq!(username_set("ann"), "Your username is set to ann");
+    }
+
+    #[test]
+    fn room_events_round_trip() {
+        for ev in [
+            RoomEvent::Chat {
+                author: "a".into(),
+                text: "b".into(),
+            },
+            RoomEvent::Left { author: "a".into() },
+        ] {
+            let json = serde_json::to_string(&ev).unwrap();
+            assert_eq!(serde_json::from_str::<RoomEvent>(&json).unwrap(), ev);
+        }
+    }
+}

@@ -1,0 +1,177 @@
+//! The node's configuration: one typed struct from CLI flags and environment variables.
+
+use crate::telemetry::LogFormat;
+use app::validation::DEFAULT_MAX_MESSAGE_CHARS;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+use thiserror::Error;
+
+/// Every setting of a node; `--help` lists them with their environment variables.
+#[derive(Debug, Clone, clap::Parser)]
+#[command(
+    name = "chatroom",
+    version,
+    about = "A real-time chat room: web page and Socket.IO on one port."
+)]
+pub struct Settings {
+    /// Address to listen on for the page, its assets and Socket.IO.
+    #[arg(long, env = "CHATROOM_ADDR", default_value = "127.0.0.1:3000")]
+    pub addr: SocketAddr,
+
+    /// Longest accepted chat message, in characters.
+    #[arg(long, env = "CHATROOM_MAX_MESSAGE_CHARS", default_value_t = DEFAULT_MAX_MESSAGE_CHARS as u32,
+          value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub max_message_chars: u32,
+
+    /// Largest Engine.IO payload a client may send, in bytes; a bigger one closes its connection.
+    #[arg(long, env = "CHATROOM_MAX_PAYLOAD_BYTES", default_value_t = 100_000,
+          value_parser = clap::value_parser!(u64).range(1_024..=16_000_000))]
+    pub max_payload_bytes: u64,
+
+    /// Seconds between heartbeats; keep it well below the load balancer's idle timeout (60 s on most clouds).
+    #[arg(long, env = "CHATROOM_PING_INTERVAL_SECS", default_value_t = 25,
+          value_parser = clap::value_parser!(u64).range(1..=50))]
+    pub ping_interval_secs: u64,
+
+    /// Seconds a client has to answer a heartbeat before it is dropped.
+    #[arg(long, env = "CHATROOM_PING_TIMEOUT_SECS", default_value_t = 20,
+          value_parser = clap::value_parser!(u64).range(1..=60))]
+    pub ping_timeout_secs: u64,
+
+    /// Messages that may wait to be written to one client; a client that falls further behind is disconnected.
+    #[arg(long, env = "CHATROOM_CLIENT_QUEUE", default_value_t = 1_024,
+          value_parser = clap::value_parser!(u32).range(16..=1_000_000))]
+    pub client_queue: u32,
+
+    /// Seconds to wait for connections to close on shutdown before exiting anyway.
+    #[arg(long, env = "CHATROOM_SHUTDOWN_TIMEOUT_SECS", default_value_t = 10,
+          value_parser = clap::value_parser!(u64).range(0..=3_600))]
+    pub shutdown_timeout_secs: u64,
+
+    /// Folder holding the built site (`pkg/` and the public files); defaults to Leptos's
+    /// `LEPTOS_SITE_ROOT` or `target/site`, relative to the working directory.
+    #[arg(long, env = "CHATROOM_SITE_ROOT")]
+    pub site_root: Option<PathBuf>,
+
+    /// Log line format.
+    #[arg(long, env = "CHATROOM_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+/// A combination of settings that cannot work.
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum ConfigError {
+    #[error(
+        "--max-payload-bytes ({payload}) must hold a message of --max-message-chars ({chars}) characters \
+         of up to 6 bytes each (a JSON escape) plus framing: raise it to at least {needed}"
+    )]
+    PayloadTooSmallForMessages {
+        payload: u64,
+        chars: u32,
+        needed: u64,
+    },
+}
+
+/// Room for the event name, quotes and escapes around a message's text.
+const FRAME_OVERHEAD_BYTES: u64 = 1_024;
+
+impl Settings {
+    /// Settings with every default, listening on `addr`.
+    pub fn with_addr(addr: SocketAddr) -> Self {
+        let mut settings = <Self as clap::Parser>::parse_from(["chatroom"]);
+        settings.addr = addr;
+        settings
+    }
+
+    /// Checks what clap cannot check field by field.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        // A message just over the limit must reach the handler to get a clear refusal,
+        // instead of having its connection closed by the Engine.IO payload limit.
+        // Clients may send each character as a six-byte JSON escape (python-socketio does).
+        let needed = u64::from(self.max_message_chars) * 6 + FRAME_OVERHEAD_BYTES;
+        if self.max_payload_bytes < needed {
+            return Err(ConfigError::PayloadTooSmallForMessages {
+                payload: self.max_payload_bytes,
+                chars: self.max_message_chars,
+                needed,
+            });
+        }
+        Ok(())
+    }
+
+    /// The heartbeat interval.
+    pub fn ping_interval(&self) -> Duration {
+        Duration::from_secs(self.ping_interval_secs)
+    }
+
+    /// The heartbeat answer timeout.
+    pub fn ping_timeout(&self) -> Duration {
+        Duration::from_secs(self.ping_timeout_secs)
+    }
+
+    /// The shutdown bound.
+    pub fn shutdown_timeout(&self) -> Duration {
+        Duration::from_secs(self.shutdown_timeout_secs)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[test]
+    fn defaults_are_valid() {
+        let s = Settings::try_parse_from(["chatroom"]).unwrap();
+        assert_eq!(s.addr.to_string(), "127.0.0.1:3000");
+        assert_eq!(s.max_message_chars, 2000);
+        assert_eq!(s.validate(), Ok(()));
+    }
+
+    #[test]
+    fn flags_set_values() {
+        let s = Settings::try_parse_from([
+            "chatroom",
+            "--addr",
+            "127.0.0.1:0",
+            "--max-message-chars",
+            "10",
+        ])
+        .unwrap();
+        assert_eq!(s.addr.port(), 0);
+        assert_eq!(s.max_message_chars, 10);
+    }
+
+    #[test]
+    fn bad_values_are_refused_with_a_message() {
+        for args in [
+            &["chatroom", "--addr", "nowhere"][..],
+            &["chatroom", "--max-message-chars", "0"],
+            &["chatroom", "--ping-interval-secs", "90"],
+            &["chatroom", "--log-format", "xml"],
+        ] {
+            let err = Settings::try_parse_from(args).unwrap_err();
+            assert!(err.to_string().contains("invalid value"), "{args:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn a_payload_limit_below_the_message_limit_is_refused() {
+        let s = Settings::try_parse_from([
+            "chatroom",
+            "--max-message-chars",
+            "50000",
+            "--max-payload-bytes",
+            "100000",
+        ])
+        .unwrap();
+        assert!(matches!(
+            s.validate(),
+            Err(ConfigError::PayloadTooSmallForMessages {
+                needed: 301_024,
+                ..
+            })
+        ));
+    }
+}

@@ -1,0 +1,9 @@
+//! The chatroom node: configuration, the chat service and its state backends, the
+//! Socket.IO handlers, and the axum application that serves page and socket together.
+
+pub mod backend;
+pub mod chat;
+pub mod configuration;
+pub mod realtime;
+pub mod startup;
+pub mod telemetry;

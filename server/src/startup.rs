@@ -1,0 +1,195 @@
+//! Builds the node: the axum router (page, assets, Socket.IO on one port), the bus
+//! delivery task, and a bounded graceful shutdown.
+
+use crate::chat::ChatService;
+use crate::configuration::Settings;
+use crate::realtime;
+use app::shell;
+use axum::Router;
+use axum::routing::get;
+use leptos::prelude::{LeptosOptions, get_configuration};
+use socketioxide::SocketIo;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use thiserror::Error;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tower_http::services::ServeDir;
+
+/// The site's name in the workspace metadata: `/pkg/chatroom.js`, `.wasm`, `.css`.
+const SITE_NAME: &str = "chatroom";
+
+/// Why the node could not start.
+#[derive(Debug, Error)]
+pub enum StartupError {
+    #[error("cannot read the Leptos site settings: {0}")]
+    Site(String),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+/// A node, bound to its port and ready to serve.
+pub struct Application {
+    listener: TcpListener,
+    addr: SocketAddr,
+    router: Router,
+    io: SocketIo,
+    chat: Arc<ChatService>,
+    delivery: JoinHandle<()>,
+    shutdown_timeout: Duration,
+}
+
+impl Application {
+    /// Binds the listener and assembles the node from its settings.
+    pub async fn build(settings: Settings) -> Result<Self, StartupError> {
+        let chat = Arc::new(ChatService::in_memory(settings.max_message_chars as usize));
+        let site = site_options(&settings)?;
+        let listener =
+            TcpListener::bind(settings.addr)
+                .await
+                .map_err(|source| StartupError::Bind {
+                    addr: settings.addr,
+                    source,
+                })?;
+        let addr = listener.local_addr().map_err(|source| StartupError::Bind {
+            addr: settings.addr,
+            source,
+        })?;
+
+        let (socket_layer, io) = SocketIo::builder()
+            .ping_interval(settings.ping_interval())
+            .ping_timeout(settings.ping_timeout())
+            .max_payload(settings.max_payload_bytes)
+            .ws_max_message_size(settings.max_payload_bytes as usize)
+            .max_buffer_size(settings.client_queue as usize)
+            .build_layer();
+        realtime::register(&io, chat.clone());
+        let delivery = tokio::spawn(realtime::deliver_room_events(
+            io.clone(),
+            chat.bus().clone(),
+        ));
+
+        // Leptos renders on the tokio runtime; a second call (tests) finds it set already.
+        let _ = any_spawner::Executor::init_tokio();
+        let router = Router::new()
+            .route(
+                "/",
+                get(leptos_axum::render_app_to_stream({
+                    let site = site.clone();
+                    move || shell(site.clone())
+                })),
+            )
+            // The wasm, JS and CSS under /pkg and the files of public/ all sit in the site root.
+            .fallback_service(ServeDir::new(site.site_root.as_ref()))
+            .layer(socket_layer);
+
+        Ok(Self {
+            listener,
+            addr,
+            router,
+            io,
+            chat,
+            delivery,
+            shutdown_timeout: settings.shutdown_timeout(),
+        })
+    }
+
+    /// The address actually bound (useful with port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The node's chat service.
+    pub fn chat(&self) -> Arc<ChatService> {
+        self.chat.clone()
+    }
+
+    /// Serves until `shutdown` completes, then closes every client connection and
+    /// waits for them at most the configured shutdown timeout.
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        let (stop_tx, stop_rx) = watch::channel(false);
+        tokio::spawn(async move {
+            shutdown.await;
+            let _ = stop_tx.send(true);
+        });
+        let io = self.io.clone();
+        let mut graceful_rx = stop_rx.clone();
+        let graceful = async move {
+            let _ = graceful_rx.wait_for(|stop| *stop).await;
+            tracing::info!("shutting down: closing client connections");
+            io.close().await;
+        };
+        let mut deadline_rx = stop_rx;
+        let timeout = self.shutdown_timeout;
+        let deadline = async move {
+            let _ = deadline_rx.wait_for(|stop| *stop).await;
+            tokio::time::sleep(timeout).await;
+        };
+        let serve = axum::serve(self.listener, self.router)
+            .with_graceful_shutdown(graceful)
+            .into_future();
+        let result = tokio::select! {
+            result = serve => result,
+            () = deadline => {
+                tracing::warn!(?timeout, "connections still open at the shutdown deadline; exiting anyway");
+                Ok(())
+            }
+        };
+        self.delivery.abort();
+        result
+    }
+}
+
+/// Leptos's site settings (output name, site root) from cargo-leptos's environment, with
+/// the node's own listen address.
+fn site_options(settings: &Settings) -> Result<LeptosOptions, StartupError> {
+    let mut options = get_configuration(None)
+        .map_err(|err| StartupError::Site(err.to_string()))?
+        .leptos_options;
+    options.site_addr = settings.addr;
+    if let Some(root) = &settings.site_root {
+        options.site_root = root.to_string_lossy().as_ref().into();
+    }
+    // Only cargo-leptos builds carry the output name; keep other builds (tests) usable.
+    if options.output_name.is_empty() {
+        options.output_name = SITE_NAME.into();
+    }
+    Ok(options)
+}
+
+/// Completes on Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(err) = tokio::signal::ctrl_c().await {
+            tracing::error!(%err, "cannot listen for Ctrl-C");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(err) => {
+                tracing::error!(%err, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => tracing::info!("Ctrl-C received"),
+        () = terminate => tracing::info!("SIGTERM received"),
+    }
+}

@@ -1,0 +1,261 @@
+//! Test support: a real node on a free port (`spawn_app`) and real Socket.IO clients
+//! (the official JavaScript client and python-socketio) scripted over stdin/stdout.
+#![allow(dead_code)] // each test file uses a different part
+
+use serde_json::{Value, json};
+use server::chat::ChatService;
+use server::configuration::Settings;
+use server::startup::Application;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
+use tokio::process::{Child, ChildStdin, ChildStdout, Command};
+use tokio::sync::oneshot;
+
+/// How long a test waits for something a client should receive.
+pub const WAIT: Duration = Duration::from_secs(10);
+
+/// A node serving on loopback, stopped when dropped.
+pub struct TestApp {
+    pub addr: SocketAddr,
+    pub chat: Arc<ChatService>,
+    stop: Option<oneshot::Sender<()>>,
+}
+
+impl TestApp {
+    /// The node's base URL.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+/// The workspace root.
+pub fn workspace_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// Starts a node with default settings on a free port.
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(|_| {}).await
+}
+
+/// Starts a node on a free port after `adjust` changed its settings.
+pub async fn spawn_app_with(adjust: impl FnOnce(&mut Settings)) -> TestApp {
+    let mut settings = Settings::with_addr("127.0.0.1:0".parse().expect("literal address"));
+    settings.site_root = Some(workspace_root().join("target/site"));
+    settings.shutdown_timeout_secs = 1;
+    adjust(&mut settings);
+    settings.validate().expect("test settings are valid");
+    let app = Application::build(settings).await.expect("the node starts");
+    let addr = app.local_addr();
+    let chat = app.chat();
+    let (stop, stopped) = oneshot::channel::<()>();
+    tokio::spawn(app.run_until_stopped(async {
+        let _ = stopped.await;
+    }));
+    TestApp {
+        addr,
+        chat,
+        stop: Some(stop),
+    }
+}
+
+/// Which official client library drives a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// socket.io-client from npm, under Node.js.
+    Js,
+    /// python-socketio.
+    Python,
+}
+
+/// How a client reaches the server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    WebSocket,
+    Polling,
+    /// Polling first, then upgraded to a WebSocket (the JS client's default).
+    Upgrade,
+}
+
+impl Transport {
+    fn arg(self) -> &'static str {
+        match self {
+            Transport::WebSocket => "websocket",
+            Transport::Polling => "polling",
+            Transport::Upgrade => "upgrade",
+        }
+    }
+}
+
+/// A real Socket.IO client in a child process.
+pub struct Client {
+    pub sid: String,
+    pub transport: String,
+    label: String,
+    child: Child,
+    stdin: ChildStdin,
+    lines: Lines<BufReader<ChildStdout>>,
+}
+
+fn driver_command(kind: Kind) -> Command {
+    let clients = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/clients");
+    match kind {
+        Kind::Js => {
+            let mut cmd =
+                Command::new(std::env::var("CHATROOM_TEST_NODE").unwrap_or_else(|_| "node".into()));
+            cmd.arg(clients.join("sio_driver.cjs"));
+            // socket.io-client is installed with the end-to-end tests' packages.
+            cmd.env("NODE_PATH", workspace_root().join("end2end/node_modules"));
+            cmd
+        }
+        Kind::Python => {
+            let python = std::env::var("CHATROOM_TEST_PYTHON").unwrap_or_else(|_| "python3".into());
+            let mut cmd = Command::new(python);
+            cmd.arg("-u").arg(clients.join("sio_driver.py"));
+            cmd
+        }
+    }
+}
+
+impl Client {
+    /// Connects a new client and waits until the server accepted it.
+    pub async fn connect(kind: Kind, url: &str, transport: Transport) -> Client {
+        let label = format!("{kind:?}/{}", transport.arg());
+        let mut child = driver_command(kind)
+            .arg(url)
+            .arg(transport.arg())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap_or_else(|err| panic!("cannot start the {label} client driver: {err}"));
+        let stdin = child.stdin.take().expect("piped stdin");
+        let lines = BufReader::new(child.stdout.take().expect("piped stdout")).lines();
+        let mut client = Client {
+            sid: String::new(),
+            transport: String::new(),
+            label,
+            child,
+            stdin,
+            lines,
+        };
+        let connected = client.next_line().await;
+        assert_eq!(
+            connected["type"], "connected",
+            "{}: expected to connect, got {connected}",
+            client.label
+        );
+        client.sid = connected["sid"].as_str().unwrap_or_default().to_owned();
+        client.transport = connected["transport"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        client
+    }
+
+    async fn next_line(&mut self) -> Value {
+        let line = tokio::time::timeout(WAIT, self.lines.next_line())
+            .await
+            .unwrap_or_else(|_| panic!("{}: nothing received within {WAIT:?}", self.label))
+            .unwrap_or_else(|err| panic!("{}: cannot read the driver: {err}", self.label))
+            .unwrap_or_else(|| panic!("{}: the driver exited", self.label));
+        serde_json::from_str(&line)
+            .unwrap_or_else(|err| panic!("{}: bad driver line {line:?}: {err}", self.label))
+    }
+
+    async fn command(&mut self, cmd: Value) {
+        let mut line = cmd.to_string();
+        line.push('\n');
+        self.stdin
+            .write_all(line.as_bytes())
+            .await
+            .expect("driver stdin open");
+        self.stdin.flush().await.expect("driver stdin flush");
+    }
+
+    /// Emits `event` with the given arguments.
+    pub async fn emit(&mut self, event: &str, args: Value) {
+        self.command(json!({"op": "emit", "event": event, "args": args}))
+            .await;
+    }
+
+    /// `socket.send(text)`: the `message` event, as the replaced page sends chat lines.
+    pub async fn send(&mut self, text: &str) {
+        self.command(json!({"op": "send", "args": [text]})).await;
+    }
+
+    /// `set_username` with a string.
+    pub async fn set_username(&mut self, name: &str) {
+        self.emit("set_username", json!([name])).await;
+    }
+
+    /// The next `message` string from the server.
+    pub async fn next_message(&mut self) -> String {
+        let line = self.next_line().await;
+        assert_eq!(
+            line["type"], "event",
+            "{}: expected an event, got {line}",
+            self.label
+        );
+        assert_eq!(
+            line["event"], "message",
+            "{}: unexpected event {line}",
+            self.label
+        );
+        assert_eq!(
+            line["args"].as_array().map(Vec::len),
+            Some(1),
+            "{}: one argument expected: {line}",
+            self.label
+        );
+        line["args"][0]
+            .as_str()
+            .unwrap_or_else(|| panic!("{}: not a string: {line}", self.label))
+            .to_owned()
+    }
+
+    /// The next `n` message strings.
+    pub async fn next_messages(&mut self, n: usize) -> Vec<String> {
+        let mut got = Vec::with_capacity(n);
+        for _ in 0..n {
+            got.push(self.next_message().await);
+        }
+        got
+    }
+
+    /// Waits for the server to end the connection.
+    pub async fn expect_disconnected(&mut self) {
+        let line = self.next_line().await;
+        assert_eq!(
+            line["type"], "disconnected",
+            "{}: expected a disconnect, got {line}",
+            self.label
+        );
+    }
+
+    /// Asserts that nothing arrives for `within`.
+    pub async fn expect_silence(&mut self, within: Duration) {
+        if let Ok(line) = tokio::time::timeout(within, self.lines.next_line()).await {
+            panic!("{}: expected nothing, got {line:?}", self.label);
+        }
+    }
+
+    /// Disconnects the client and waits for its process to end.
+    pub async fn close(mut self) {
+        self.command(json!({"op": "close"})).await;
+        let _ = tokio::time::timeout(WAIT, self.child.wait()).await;
+    }
+}
