@@ -1,0 +1,142 @@
+import { Browser, Page, expect, test } from "@playwright/test";
+import { ChatServer, startServer } from "./server";
+
+let server: ChatServer;
+
+test.beforeAll(async () => {
+  server = await startServer();
+});
+
+test.afterAll(async () => {
+  await server.stop();
+});
+
+/** Opens the chat in a fresh browser context (its own cookies, like another person). */
+async function openChat(browser: Browser): Promise<Page> {
+  const context = await browser.newContext();
+  const page = await context.newPage();
+  await page.goto(server.url + "/");
+  await expect(page.locator("#status")).toHaveAttribute("data-state", "online");
+  return page;
+}
+
+async function setName(page: Page, name: string) {
+  await page.locator("#username").fill(name);
+  await page.getByRole("button", { name: "Set as Username" }).click();
+  await expect(lines(page).last()).toHaveText(`Your username is set to ${name}`);
+}
+
+function lines(page: Page) {
+  return page.locator("#messages .line");
+}
+
+test("the page connects and shows the state as online", async ({ browser }) => {
+  const context = await browser.newContext();
+  const page = await context.newPage();
+  await page.goto(server.url + "/");
+  await expect(page).toHaveTitle("Online Chatroom");
+  await expect(page.getByRole("heading", { name: "Online Chatroom" })).toBeVisible();
+  await expect(page.locator("#status")).toHaveText("Online");
+  await expect(page.locator("#status")).toHaveAttribute("data-state", "online");
+  await expect(lines(page).first()).toHaveText("Welcome to the chatroom!");
+  await context.close();
+});
+
+test("two pages chat with each other", async ({ browser }) => {
+  const alice = await openChat(browser);
+  const bob = await openChat(browser);
+  await setName(alice, "alice");
+  await setName(bob, "bob");
+
+  // Enter sends.
+  await alice.locator("#myMessage").fill("hello bob");
+  await alice.locator("#myMessage").press("Enter");
+  await expect(bob.getByText("alice: hello bob", { exact: true })).toBeVisible();
+  await expect(alice.getByText("alice: hello bob", { exact: true })).toBeVisible();
+  await expect(alice.locator("#myMessage")).toHaveValue("");
+
+  // The Send button sends.
+  await bob.locator("#myMessage").fill("hi alice");
+  await bob.getByRole("button", { name: "Send" }).click();
+  await expect(alice.getByText("bob: hi alice", { exact: true })).toBeVisible();
+  await expect(bob.getByText("bob: hi alice", { exact: true })).toBeVisible();
+
+  await alice.context().close();
+  await bob.context().close();
+});
+
+test("sending without a username is refused inline and reaches nobody", async ({ browser }) => {
+  const anon = await openChat(browser);
+  const watcher = await openChat(browser);
+  await anon.locator("#myMessage").fill("who am I");
+  await anon.getByRole("button", { name: "Send" }).click();
+  await expect(anon.locator("#message-hint")).toHaveText("Failed to send the message. Specify a username first.");
+  // The message stays in the field, and nobody received it.
+  await expect(anon.locator("#myMessage")).toHaveValue("who am I");
+  await anon.waitForTimeout(500);
+  await expect(watcher.getByText("who am I")).toHaveCount(0);
+
+  // Bad names are explained inline too, without any alert().
+  anon.on("dialog", () => {
+    throw new Error("the page opened a dialog");
+  });
+  await anon.locator("#username").fill("   ");
+  await anon.getByRole("button", { name: "Set as Username" }).click();
+  await expect(anon.locator("#username-hint")).toHaveText("Username cannot be empty.");
+  await anon.locator("#username").fill("x".repeat(33));
+  await anon.getByRole("button", { name: "Set as Username" }).click();
+  await expect(anon.locator("#username-hint")).toHaveText("Username is too long (maximum 32 characters).");
+
+  // Once named, the same page can send, and the hints clear.
+  await setName(anon, "carol");
+  await expect(anon.locator("#username-hint")).toHaveText("");
+  await anon.locator("#myMessage").fill("   ");
+  await anon.locator("#myMessage").press("Enter");
+  await expect(anon.locator("#message-hint")).toHaveText("Message cannot be empty.");
+  await anon.locator("#myMessage").fill("now I can");
+  await anon.locator("#myMessage").press("Enter");
+  await expect(watcher.getByText("carol: now I can", { exact: true })).toBeVisible();
+  await expect(anon.locator("#message-hint")).toHaveText("");
+
+  await anon.context().close();
+  await watcher.context().close();
+});
+
+test("closing a page announces that its user left", async ({ browser }) => {
+  const stays = await openChat(browser);
+  const leaves = await openChat(browser);
+  await setName(stays, "stays");
+  await setName(leaves, "leaves");
+  await leaves.context().close();
+  await expect(stays.getByText("leaves left the chatroom.", { exact: true })).toBeVisible();
+  await stays.context().close();
+});
+
+test("markup in a message is shown as text, never run", async ({ browser }) => {
+  const sender = await openChat(browser);
+  const viewer = await openChat(browser);
+  await setName(sender, "mallory");
+  const evil = `<script>window.__pwned = 1</script><img src=x onerror="window.__pwned = 2"><b>bold</b>`;
+  await sender.locator("#myMessage").fill(evil);
+  await sender.locator("#myMessage").press("Enter");
+  for (const page of [sender, viewer]) {
+    await expect(lines(page).last()).toHaveText(`mallory: ${evil}`);
+    await expect(page.locator("#messages script, #messages img, #messages b")).toHaveCount(0);
+    expect(await page.evaluate(() => (window as any).__pwned)).toBeUndefined();
+  }
+  await sender.context().close();
+  await viewer.context().close();
+});
+
+test("the message box follows the newest line", async ({ browser }) => {
+  const page = await openChat(browser);
+  await setName(page, "scroller");
+  for (let i = 0; i < 40; i++) {
+    await page.locator("#myMessage").fill(`line ${i}`);
+    await page.locator("#myMessage").press("Enter");
+  }
+  await expect(lines(page).last()).toHaveText("scroller: line 39");
+  const gap = await page.locator("#messages").evaluate((el) => el.scrollHeight - el.scrollTop - el.clientHeight);
+  expect(gap).toBeLessThanOrEqual(2);
+  await page.context().close();
+});

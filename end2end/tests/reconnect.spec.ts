@@ -1,0 +1,33 @@
+import { expect, test } from "@playwright/test";
+import { ChatServer, freePort } from "./server";
+
+// The page's own Socket.IO client must come back by itself when its server goes away
+// and returns, and keep the name the person chose.
+test("the page reconnects after a server restart and keeps its name", async ({ browser }) => {
+  const server = new ChatServer(await freePort());
+  await server.start();
+  try {
+    const page = await (await browser.newContext()).newPage();
+    await page.goto(server.url + "/");
+    const status = page.locator("#status");
+    await expect(status).toHaveAttribute("data-state", "online");
+    await page.locator("#username").fill("phoenix");
+    await page.getByRole("button", { name: "Set as Username" }).click();
+    await expect(page.getByText("Your username is set to phoenix", { exact: true })).toBeVisible();
+
+    await server.stop("SIGKILL");
+    await expect(status).toHaveAttribute("data-state", "reconnecting");
+    await expect(status).toHaveText("Reconnecting…");
+    await expect(page.getByRole("button", { name: "Send" })).toBeDisabled();
+
+    await server.start();
+    await expect(status).toHaveAttribute("data-state", "online", { timeout: 20_000 });
+    // The page named itself again on the new connection: it can chat at once.
+    await expect(page.getByText("Your username is set to phoenix", { exact: true })).toHaveCount(2);
+    await page.locator("#myMessage").fill("back again");
+    await page.locator("#myMessage").press("Enter");
+    await expect(page.getByText("phoenix: back again", { exact: true })).toBeVisible();
+  } finally {
+    await server.stop();
+  }
+});

@@ -1,0 +1,76 @@
+# Installs what building and testing the chatroom need, skipping whatever is already
+# there. Sourced by scripts/run.sh and scripts/test.sh; safe to run again.
+#   setup_build   wasm32 target, cargo-leptos, wasm-bindgen-cli, npm packages (wasm-opt)
+#   setup_tests   also Chromium and python-socketio (in a venv under target/)
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+CARGO_LEPTOS_VERSION="0.3.10"
+export PATH="$HOME/.cargo/bin:$ROOT/end2end/node_modules/.bin:$PATH"
+
+say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
+
+apt_updated=""
+apt_install() {
+  # Root on the machines this project targets; sudo elsewhere.
+  local sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  if [ -z "$apt_updated" ]; then
+    $sudo apt-get update -qq
+    apt_updated=1
+  fi
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "$@" >/dev/null
+}
+
+wasm_bindgen_version() {
+  # cargo-leptos needs the wasm-bindgen CLI at exactly the version in Cargo.lock.
+  awk '/^name = "wasm-bindgen"$/ { getline; gsub(/version = |"/, ""); print; exit }' "$ROOT/Cargo.lock"
+}
+
+setup_build() {
+  if ! rustup target list --installed | grep -qx wasm32-unknown-unknown; then
+    say "adding the wasm32-unknown-unknown target"
+    rustup target add wasm32-unknown-unknown
+  fi
+  if ! cargo leptos --version 2>/dev/null | grep -q "$CARGO_LEPTOS_VERSION"; then
+    say "installing cargo-leptos $CARGO_LEPTOS_VERSION (10 to 25 minutes, once)"
+    cargo install "cargo-leptos@$CARGO_LEPTOS_VERSION" --locked
+  fi
+  local wbg
+  wbg="$(wasm_bindgen_version)"
+  if ! wasm-bindgen --version 2>/dev/null | grep -q " $wbg\$"; then
+    say "installing wasm-bindgen-cli $wbg (about 8 minutes, once)"
+    # Its own lockfile pins a crate the registry no longer has: build without --locked.
+    cargo install wasm-bindgen-cli --version "$wbg" --force
+  fi
+  if ! command -v npm >/dev/null; then
+    say "installing Node.js and npm"
+    apt_install nodejs npm
+  fi
+  if [ ! -x "$ROOT/end2end/node_modules/.bin/wasm-opt" ] ||
+    [ "$ROOT/end2end/package-lock.json" -nt "$ROOT/end2end/node_modules/.package-lock.json" ]; then
+    say "installing npm packages (binaryen's wasm-opt, Playwright, socket.io-client)"
+    (cd "$ROOT/end2end" && npm ci --no-fund --no-audit --loglevel=error)
+  fi
+}
+
+setup_tests() {
+  setup_build
+  if [ ! -x /usr/bin/chromium ]; then
+    say "installing Debian's Chromium for the browser tests"
+    apt_install chromium
+  fi
+  local venv="$ROOT/target/test-venv" reqs="$ROOT/server/tests/clients/requirements.txt"
+  if [ ! -x "$venv/bin/python" ] || [ "$reqs" -nt "$venv/.installed" ]; then
+    say "installing python-socketio for the integration tests"
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install -q --disable-pip-version-check -r "$reqs"
+    touch "$venv/.installed"
+  fi
+  export CHATROOM_TEST_PYTHON="$venv/bin/python"
+}
+
+build_release() {
+  say "building the release site and server (cargo leptos build --release)"
+  (cd "$ROOT" && cargo leptos build --release)
+}
