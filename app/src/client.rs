@@ -64,7 +64,7 @@ async fn run(
             on_state(ConnState::Reconnecting);
         }
         // Events typed while offline are not kept: the page only sends when online.
-        while let Ok(Some(_)) = outbox.try_next() {}
+        while outbox.try_recv().is_ok() {}
         TimeoutFuture::new(backoff.next_delay_ms(js_sys::Math::random()) as u32).await;
     }
 }
