@@ -2,7 +2,7 @@
 //! reopened with backoff whenever it drops. Framing and heartbeats are in [`crate::sio`].
 
 use crate::page::ConnState;
-use crate::protocol::{ClientEvent, ServerEvent};
+use crate::protocol::{ClientAuth, ClientEvent, PROTOCOL_VERSION, ServerEvent};
 use crate::sio::{Backoff, ClientSession, Step, encode_event};
 use futures::channel::mpsc::UnboundedReceiver;
 use futures::stream::{SplitSink, SplitStream};
@@ -13,14 +13,8 @@ use gloo_timers::future::TimeoutFuture;
 /// The Socket.IO endpoint of the server that served this page.
 pub fn socket_url() -> String {
     let location = web_sys::window().map(|w| w.location());
-    let protocol = location
-        .as_ref()
-        .and_then(|l| l.protocol().ok())
-        .unwrap_or_default();
-    let host = location
-        .as_ref()
-        .and_then(|l| l.host().ok())
-        .unwrap_or_default();
+    let protocol = location.as_ref().and_then(|l| l.protocol().ok()).unwrap_or_default();
+    let host = location.as_ref().and_then(|l| l.host().ok()).unwrap_or_default();
     let scheme = if protocol == "https:" { "wss" } else { "ws" };
     format!("{scheme}://{host}/socket.io/?EIO=4&transport=websocket")
 }
@@ -44,11 +38,7 @@ async fn run(
     let mut backoff = Backoff::default();
     let mut was_online = false;
     loop {
-        on_state(if was_online {
-            ConnState::Reconnecting
-        } else {
-            ConnState::Connecting
-        });
+        on_state(if was_online { ConnState::Reconnecting } else { ConnState::Connecting });
         let outcome = connect_once(&url, &mut outbox, &on_state, &on_event).await;
         if outcome.reached_online {
             was_online = true;
@@ -56,9 +46,7 @@ async fn run(
         }
         match outcome.end {
             End::PageGone => return,
-            End::Dropped(reason) => {
-                web_sys::console::warn_1(&format!("chat connection lost: {reason}").into())
-            }
+            End::Dropped(reason) => web_sys::console::warn_1(&format!("chat connection lost: {reason}").into()),
         }
         if was_online {
             on_state(ConnState::Reconnecting);
@@ -87,15 +75,13 @@ async fn connect_once(
     on_state: &impl Fn(ConnState),
     on_event: &impl Fn(ServerEvent),
 ) -> Outcome {
-    let mut session = ClientSession::new();
+    let auth = serde_json::to_value(ClientAuth { v: PROTOCOL_VERSION }).unwrap_or_default();
+    let mut session = ClientSession::with_auth(auth);
     let end = match WebSocket::open(url) {
         Err(err) => End::Dropped(err.to_string()),
         Ok(socket) => pump(socket, &mut session, outbox, on_state, on_event).await,
     };
-    Outcome {
-        reached_online: session.is_online(),
-        end,
-    }
+    Outcome { reached_online: session.is_online(), end }
 }
 
 /// Moves frames both ways until the link ends, then closes the socket.

@@ -59,6 +59,8 @@ struct Chat {
     next_line_id: StoredValue<u64>,
     /// The name the server accepted from this page; sent again after a reconnect.
     username: RwSignal<Option<Username>>,
+    /// The node serving this connection, from its `hello`.
+    node: RwSignal<Option<String>>,
     outbox: StoredValue<UnboundedSender<ClientEvent>>,
 }
 
@@ -70,6 +72,7 @@ impl Chat {
             lines: RwSignal::new(Vec::new()),
             next_line_id: StoredValue::new(0),
             username: RwSignal::new(None),
+            node: RwSignal::new(None),
             outbox: StoredValue::new(tx),
         };
         (chat, rx)
@@ -77,10 +80,7 @@ impl Chat {
 
     /// Queues an event for the server; false when there is no live connection.
     fn send(&self, event: ClientEvent) -> bool {
-        self.state.get_untracked() == ConnState::Online
-            && self
-                .outbox
-                .with_value(|tx| tx.unbounded_send(event).is_ok())
+        self.state.get_untracked() == ConnState::Online && self.outbox.with_value(|tx| tx.unbounded_send(event).is_ok())
     }
 
     fn push_line(&self, text: String) {
@@ -96,6 +96,9 @@ impl Chat {
 
     fn on_state(&self, state: ConnState) {
         self.state.set(state);
+        if state != ConnState::Online {
+            self.node.set(None);
+        }
         // A new connection is a new server session: tell it who we are again.
         if state == ConnState::Online
             && let Some(name) = self.username.get_untracked()
@@ -107,6 +110,7 @@ impl Chat {
     fn on_event(&self, event: ServerEvent) {
         match event {
             ServerEvent::Message(text) => self.push_line(text),
+            ServerEvent::Hello(hello) => self.node.set(Some(hello.node)),
         }
     }
 }
@@ -161,14 +165,13 @@ pub fn ChatPage() -> impl IntoView {
             message_hint.set(Some(Refusal::NoUsername.to_string()));
             return;
         }
-        let text =
-            match MessageText::parse(&message_draft.get_untracked(), DEFAULT_MAX_MESSAGE_CHARS) {
-                Ok(text) => text,
-                Err(refusal) => {
-                    message_hint.set(Some(refusal.to_string()));
-                    return;
-                }
-            };
+        let text = match MessageText::parse(&message_draft.get_untracked(), DEFAULT_MAX_MESSAGE_CHARS) {
+            Ok(text) => text,
+            Err(refusal) => {
+                message_hint.set(Some(refusal.to_string()));
+                return;
+            }
+        };
         if chat.send(ClientEvent::Message(text.into_string())) {
             message_draft.set(String::new());
             message_hint.set(None);
@@ -183,7 +186,10 @@ pub fn ChatPage() -> impl IntoView {
         <h1>"Online Chatroom"</h1>
         <div class="chat-container">
             <p id="status" class="status" data-state=move || chat.state.get().as_str() aria-live="polite">
-                {move || chat.state.get().label()}
+                <span id="status-label">{move || chat.state.get().label()}</span>
+                <span id="node">
+                    {move || chat.node.get().map(|node| format!(" · connected to {node}"))}
+                </span>
             </p>
             <form class="user-container" on:submit=set_name>
                 <input

@@ -15,6 +15,26 @@ pub const MESSAGE: &str = "message";
 /// Event name a client uses to choose its username.
 pub const SET_USERNAME: &str = "set_username";
 
+/// Event name of the greeting a chatroom client gets after the welcome.
+pub const HELLO: &str = "hello";
+/// The protocol version this build's chatroom clients announce.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// What a chatroom client puts in its Socket.IO CONNECT auth payload. A client that sends
+/// none is a legacy client and receives only the legacy `message` strings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClientAuth {
+    /// The protocol version the client speaks.
+    pub v: u32,
+}
+
+/// The `hello` event's payload: which node serves this connection.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hello {
+    /// The node's name.
+    pub node: String,
+}
+
 /// Sent to a client alone when it connects.
 pub const WELCOME: &str = "Welcome to the chatroom!";
 
@@ -54,6 +74,8 @@ impl ClientEvent {
 pub enum ServerEvent {
     /// `message` with one plain string: welcome, replies, refusals, chat lines, notices.
     Message(String),
+    /// `hello` with the serving node, for chatroom clients only.
+    Hello(Hello),
 }
 
 impl ServerEvent {
@@ -61,13 +83,7 @@ impl ServerEvent {
     pub fn name(&self) -> &'static str {
         match self {
             ServerEvent::Message(_) => MESSAGE,
-        }
-    }
-
-    /// The single string argument.
-    pub fn text(&self) -> &str {
-        match self {
-            ServerEvent::Message(text) => text,
+            ServerEvent::Hello(_) => HELLO,
         }
     }
 }
@@ -100,39 +116,40 @@ impl RoomEvent {
     }
 }
 
-fn serialize_event<S: Serializer>(
+fn serialize_event<S: Serializer, T: Serialize + ?Sized>(
     serializer: S,
     name: &str,
-    text: &str,
+    arg: &T,
 ) -> Result<S::Ok, S::Error> {
     let mut seq = serializer.serialize_seq(Some(2))?;
     seq.serialize_element(name)?;
-    seq.serialize_element(text)?;
+    seq.serialize_element(arg)?;
     seq.end()
 }
 
-/// Reads `["name", "text", ...]`, ignoring extra arguments as Socket.IO servers do.
-fn deserialize_event<'de, D: Deserializer<'de>>(
-    deserializer: D,
-) -> Result<(String, String), D::Error> {
+/// Reads `["name", arg, ...]`, ignoring extra arguments as Socket.IO servers do.
+fn deserialize_event<'de, D: Deserializer<'de>>(deserializer: D) -> Result<(String, serde_json::Value), D::Error> {
     struct EventVisitor;
     impl<'de> Visitor<'de> for EventVisitor {
-        type Value = (String, String);
+        type Value = (String, serde_json::Value);
         fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-            f.write_str("a Socket.IO event array [name, text]")
+            f.write_str("a Socket.IO event array [name, argument]")
         }
         fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
-            let name: String = seq
-                .next_element()?
-                .ok_or_else(|| de::Error::invalid_length(0, &self))?;
-            let text: String = seq
-                .next_element()?
-                .ok_or_else(|| de::Error::invalid_length(1, &self))?;
+            let name: String = seq.next_element()?.ok_or_else(|| de::Error::invalid_length(0, &self))?;
+            let arg = seq.next_element()?.ok_or_else(|| de::Error::invalid_length(1, &self))?;
             while seq.next_element::<de::IgnoredAny>()?.is_some() {}
-            Ok((name, text))
+            Ok((name, arg))
         }
     }
     deserializer.deserialize_seq(EventVisitor)
+}
+
+fn string_arg<E: de::Error>(arg: serde_json::Value) -> Result<String, E> {
+    match arg {
+        serde_json::Value::String(text) => Ok(text),
+        other => Err(de::Error::invalid_type(de::Unexpected::Other(&other.to_string()), &"a string")),
+    }
 }
 
 impl Serialize for ClientEvent {
@@ -143,10 +160,10 @@ impl Serialize for ClientEvent {
 
 impl<'de> Deserialize<'de> for ClientEvent {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let (name, text) = deserialize_event(deserializer)?;
+        let (name, arg) = deserialize_event(deserializer)?;
         match name.as_str() {
-            SET_USERNAME => Ok(ClientEvent::SetUsername(text)),
-            MESSAGE => Ok(ClientEvent::Message(text)),
+            SET_USERNAME => Ok(ClientEvent::SetUsername(string_arg(arg)?)),
+            MESSAGE => Ok(ClientEvent::Message(string_arg(arg)?)),
             other => Err(de::Error::unknown_variant(other, &[SET_USERNAME, MESSAGE])),
         }
     }
@@ -154,16 +171,20 @@ impl<'de> Deserialize<'de> for ClientEvent {
 
 impl Serialize for ServerEvent {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serialize_event(serializer, self.name(), self.text())
+        match self {
+            ServerEvent::Message(text) => serialize_event(serializer, MESSAGE, text),
+            ServerEvent::Hello(hello) => serialize_event(serializer, HELLO, hello),
+        }
     }
 }
 
 impl<'de> Deserialize<'de> for ServerEvent {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let (name, text) = deserialize_event(deserializer)?;
+        let (name, arg) = deserialize_event(deserializer)?;
         match name.as_str() {
-            MESSAGE => Ok(ServerEvent::Message(text)),
-            other => Err(de::Error::unknown_variant(other, &[MESSAGE])),
+            MESSAGE => Ok(ServerEvent::Message(string_arg(arg)?)),
+            HELLO => serde_json::from_value(arg).map(ServerEvent::Hello).map_err(de::Error::custom),
+            other => Err(de::Error::unknown_variant(other, &[MESSAGE, HELLO])),
         }
     }
 }
@@ -175,15 +196,9 @@ mod tests {
     #[test]
     fn client_events_are_socket_io_arrays() {
         let ev = ClientEvent::SetUsername("ann".into());
-        assert_eq!(
-            serde_json::to_string(&ev).unwrap(),
-            r#"["set_username","ann"]"#
-        );
+        assert_eq!(serde_json::to_string(&ev).unwrap(), r#"["set_username","ann"]"#);
         let ev = ClientEvent::Message("hi \"there\"".into());
-        assert_eq!(
-            serde_json::to_string(&ev).unwrap(),
-            r#"["message","hi \"there\""]"#
-        );
+        assert_eq!(serde_json::to_string(&ev).unwrap(), r#"["message","hi \"there\""]"#);
     }
 
     #[test]
@@ -207,6 +222,15 @@ mod tests {
     }
 
     #[test]
+    fn hello_carries_the_node_name() {
+        let ev = ServerEvent::Hello(Hello { node: "node-1".into() });
+        let json = serde_json::to_string(&ev).unwrap();
+        assert_eq!(json, r#"["hello",{"node":"node-1"}]"#);
+        assert_eq!(serde_json::from_str::<ServerEvent>(&json).unwrap(), ev);
+        assert_eq!(serde_json::to_string(&ClientAuth { v: PROTOCOL_VERSION }).unwrap(), r#"{"v":1}"#);
+    }
+
+    #[test]
     fn extra_arguments_are_ignored_and_bad_shapes_refused() {
         let ev: ServerEvent = serde_json::from_str(r#"["message","a",{"x":1},2]"#).unwrap();
         assert_eq!(ev, ServerEvent::Message("a".into()));
@@ -218,27 +242,16 @@ mod tests {
 
     #[test]
     fn room_events_render_the_legacy_strings() {
-        let chat = RoomEvent::Chat {
-            author: "ann".into(),
-            text: "hello: world".into(),
-        };
+        let chat = RoomEvent::Chat { author: "ann".into(), text: "hello: world".into() };
         assert_eq!(chat.legacy_text(), "ann: hello: world");
-        let left = RoomEvent::Left {
-            author: "ann".into(),
-        };
+        let left = RoomEvent::Left { author: "ann".into() };
         assert_eq!(left.legacy_text(), "ann left the chatroom.");
         assert_eq!(username_set("ann"), "Your username is set to ann");
     }
 
     #[test]
     fn room_events_round_trip() {
-        for ev in [
-            RoomEvent::Chat {
-                author: "a".into(),
-                text: "b".into(),
-            },
-            RoomEvent::Left { author: "a".into() },
-        ] {
+        for ev in [RoomEvent::Chat { author: "a".into(), text: "b".into() }, RoomEvent::Left { author: "a".into() }] {
             let json = serde_json::to_string(&ev).unwrap();
             assert_eq!(serde_json::from_str::<RoomEvent>(&json).unwrap(), ev);
         }

@@ -95,9 +95,7 @@ fn decode_socket_packet(packet: &str) -> Result<Frame, CodecError> {
         rest = body;
     }
     // An ack id (digits) may precede the JSON payload.
-    let payload_start = rest
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(rest.len());
+    let payload_start = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
     let has_ack_id = payload_start > 0;
     let payload = &rest[payload_start..];
     match kind {
@@ -166,12 +164,18 @@ const DEFAULT_HEARTBEAT_MS: u64 = 45_000;
 pub struct ClientSession {
     handshake: Option<Handshake>,
     online: bool,
+    auth: Option<serde_json::Value>,
 }
 
 impl ClientSession {
-    /// Starts a session on a freshly opened transport.
+    /// Starts a session on a freshly opened transport, as a legacy client.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Starts a session that sends `auth` in its Socket.IO CONNECT packet.
+    pub fn with_auth(auth: serde_json::Value) -> Self {
+        Self { auth: Some(auth), ..Self::default() }
     }
 
     /// Whether the socket joined the namespace.
@@ -182,10 +186,7 @@ impl ClientSession {
     /// How long the link may stay silent before it is presumed dead, in ms: a ping
     /// is due every interval and may be late by the timeout.
     pub fn heartbeat_deadline_ms(&self) -> u64 {
-        self.handshake
-            .as_ref()
-            .map(|h| h.ping_interval + h.ping_timeout)
-            .unwrap_or(DEFAULT_HEARTBEAT_MS)
+        self.handshake.as_ref().map(|h| h.ping_interval + h.ping_timeout).unwrap_or(DEFAULT_HEARTBEAT_MS)
     }
 
     /// Handles one text frame from the server.
@@ -193,7 +194,7 @@ impl ClientSession {
         Ok(match decode(frame)? {
             Frame::Open(handshake) => {
                 self.handshake = Some(handshake);
-                Step::Reply(encode_connect(None))
+                Step::Reply(encode_connect(self.auth.as_ref()))
             }
             Frame::Ping => Step::Reply(PONG.to_owned()),
             Frame::Connected { .. } => {
@@ -224,21 +225,14 @@ pub struct Backoff {
 
 impl Default for Backoff {
     fn default() -> Self {
-        Self {
-            attempt: 0,
-            base_ms: 500,
-            max_ms: 10_000,
-        }
+        Self { attempt: 0, base_ms: 500, max_ms: 10_000 }
     }
 }
 
 impl Backoff {
     /// The next delay in ms; `jitter` in [0, 1) picks a point in the upper half of the step.
     pub fn next_delay_ms(&mut self, jitter: f64) -> u64 {
-        let step = self
-            .base_ms
-            .saturating_mul(1 << self.attempt.min(16))
-            .min(self.max_ms);
+        let step = self.base_ms.saturating_mul(1 << self.attempt.min(16)).min(self.max_ms);
         self.attempt = self.attempt.saturating_add(1);
         let jitter = jitter.clamp(0.0, 1.0);
         (step as f64 * (0.5 + jitter / 2.0)) as u64
@@ -260,18 +254,8 @@ mod tests {
 
     #[test]
     fn decodes_the_engine_io_packets() {
-        let Frame::Open(h) = decode(OPEN).unwrap() else {
-            panic!("not open")
-        };
-        assert_eq!(
-            (
-                h.sid.as_str(),
-                h.ping_interval,
-                h.ping_timeout,
-                h.max_payload
-            ),
-            ("abc", 25000, 20000, 100000)
-        );
+        let Frame::Open(h) = decode(OPEN).unwrap() else { panic!("not open") };
+        assert_eq!((h.sid.as_str(), h.ping_interval, h.ping_timeout, h.max_payload), ("abc", 25000, 20000, 100000));
         assert_eq!(decode("1").unwrap(), Frame::Close);
         assert_eq!(decode("2").unwrap(), Frame::Ping);
         assert_eq!(decode("3").unwrap(), Frame::Pong);
@@ -280,31 +264,16 @@ mod tests {
 
     #[test]
     fn decodes_the_socket_io_packets() {
-        assert_eq!(
-            decode(r#"40{"sid":"s1"}"#).unwrap(),
-            Frame::Connected { sid: "s1".into() }
-        );
+        assert_eq!(decode(r#"40{"sid":"s1"}"#).unwrap(), Frame::Connected { sid: "s1".into() });
         assert_eq!(decode("41").unwrap(), Frame::Disconnected);
-        assert_eq!(
-            decode(r#"42["message","hi"]"#).unwrap(),
-            Frame::Event(json!(["message", "hi"]))
-        );
-        assert_eq!(
-            decode(r#"44{"message":"not allowed"}"#).unwrap(),
-            Frame::ConnectError("not allowed".into())
-        );
+        assert_eq!(decode(r#"42["message","hi"]"#).unwrap(), Frame::Event(json!(["message", "hi"])));
+        assert_eq!(decode(r#"44{"message":"not allowed"}"#).unwrap(), Frame::ConnectError("not allowed".into()));
         // Ack requests, acks and other namespaces are valid but of no use here.
         assert_eq!(decode(r#"4212["message","hi"]"#).unwrap(), Frame::Ignored);
         assert_eq!(decode(r#"43["ok"]"#).unwrap(), Frame::Ignored);
-        assert_eq!(
-            decode(r#"42/admin,["message","hi"]"#).unwrap(),
-            Frame::Ignored
-        );
+        assert_eq!(decode(r#"42/admin,["message","hi"]"#).unwrap(), Frame::Ignored);
         // The default namespace may be written out.
-        assert_eq!(
-            decode(r#"42/,["message","hi"]"#).unwrap(),
-            Frame::Event(json!(["message", "hi"]))
-        );
+        assert_eq!(decode(r#"42/,["message","hi"]"#).unwrap(), Frame::Event(json!(["message", "hi"])));
     }
 
     #[test]
@@ -312,18 +281,9 @@ mod tests {
         assert_eq!(decode(""), Err(CodecError::Empty));
         assert_eq!(decode("9"), Err(CodecError::UnknownType('9')));
         assert_eq!(decode("4"), Err(CodecError::Empty));
-        assert_eq!(
-            decode(r#"451-["message",{"_placeholder":true,"num":0}]"#),
-            Err(CodecError::Binary)
-        );
-        assert!(matches!(
-            decode("0{not json"),
-            Err(CodecError::BadPayload(_))
-        ));
-        assert!(matches!(
-            decode("42[\"message\""),
-            Err(CodecError::BadPayload(_))
-        ));
+        assert_eq!(decode(r#"451-["message",{"_placeholder":true,"num":0}]"#), Err(CodecError::Binary));
+        assert!(matches!(decode("0{not json"), Err(CodecError::BadPayload(_))));
+        assert!(matches!(decode("42[\"message\""), Err(CodecError::BadPayload(_))));
         assert!(matches!(decode("40"), Err(CodecError::BadPayload(_))));
     }
 
@@ -334,10 +294,7 @@ mod tests {
         let frame = encode_event(&ClientEvent::Message("a \"quoted\" line".into())).unwrap();
         assert_eq!(frame, r#"42["message","a \"quoted\" line"]"#);
         // What we encode, we decode.
-        assert_eq!(
-            decode(&frame).unwrap(),
-            Frame::Event(json!(["message", "a \"quoted\" line"]))
-        );
+        assert_eq!(decode(&frame).unwrap(), Frame::Event(json!(["message", "a \"quoted\" line"])));
     }
 
     #[test]
@@ -351,16 +308,22 @@ mod tests {
         assert!(s.is_online());
         assert_eq!(s.on_frame("2").unwrap(), Step::Reply("3".into()));
         assert_eq!(
-            s.on_frame(r#"42["message","Welcome to the chatroom!"]"#)
-                .unwrap(),
+            s.on_frame(r#"42["message","Welcome to the chatroom!"]"#).unwrap(),
             Step::Event(ServerEvent::Message("Welcome to the chatroom!".into()))
         );
-        assert_eq!(
-            s.on_frame(r#"42["future_event",{"a":1}]"#).unwrap(),
-            Step::Idle
-        );
+        assert_eq!(s.on_frame(r#"42["future_event",{"a":1}]"#).unwrap(), Step::Idle);
         assert!(matches!(s.on_frame("41").unwrap(), Step::Closed(_)));
         assert!(matches!(s.on_frame("1").unwrap(), Step::Closed(_)));
+    }
+
+    #[test]
+    fn a_session_with_auth_sends_it_and_reads_hello() {
+        let mut s = ClientSession::with_auth(json!({"v": 1}));
+        assert_eq!(s.on_frame(OPEN).unwrap(), Step::Reply(r#"40{"v":1}"#.into()));
+        assert_eq!(
+            s.on_frame(r#"42["hello",{"node":"n1"}]"#).unwrap(),
+            Step::Event(ServerEvent::Hello(crate::protocol::Hello { node: "n1".into() }))
+        );
     }
 
     #[test]

@@ -47,9 +47,7 @@ impl Username {
             return Err(Refusal::EmptyName);
         }
         if name.chars().count() > MAX_NAME_CHARS {
-            return Err(Refusal::NameTooLong {
-                max: MAX_NAME_CHARS,
-            });
+            return Err(Refusal::NameTooLong { max: MAX_NAME_CHARS });
         }
         // Format characters such as U+202E (right-to-left override) would let a name
         // spoof the text around it, so they count as control characters here too.
@@ -122,26 +120,13 @@ mod tests {
     #[test]
     fn name_length_counts_characters_not_bytes() {
         assert!(Username::parse(&"é".repeat(MAX_NAME_CHARS)).is_ok());
-        assert_eq!(
-            Username::parse(&"a".repeat(MAX_NAME_CHARS + 1)),
-            Err(Refusal::NameTooLong { max: 32 })
-        );
+        assert_eq!(Username::parse(&"a".repeat(MAX_NAME_CHARS + 1)), Err(Refusal::NameTooLong { max: 32 }));
     }
 
     #[test]
     fn control_characters_in_names_are_refused() {
-        for bad in [
-            "a\u{0}b",
-            "a\nb",
-            "a\u{7f}",
-            "evil\u{202E}gnp.exe",
-            "a\u{1b}[31m",
-        ] {
-            assert_eq!(
-                Username::parse(bad),
-                Err(Refusal::NameHasControlChars),
-                "{bad:?}"
-            );
+        for bad in ["a\u{0}b", "a\nb", "a\u{7f}", "evil\u{202E}gnp.exe", "a\u{1b}[31m"] {
+            assert_eq!(Username::parse(bad), Err(Refusal::NameHasControlChars), "{bad:?}");
         }
     }
 
@@ -156,25 +141,13 @@ mod tests {
         assert_eq!(MessageText::parse("", 10), Err(Refusal::EmptyMessage));
         assert_eq!(MessageText::parse("   \n", 10), Err(Refusal::EmptyMessage));
         assert!(MessageText::parse(&"é".repeat(10), 10).is_ok());
-        assert_eq!(
-            MessageText::parse(&"a".repeat(11), 10),
-            Err(Refusal::MessageTooLong { max: 10 })
-        );
+        assert_eq!(MessageText::parse(&"a".repeat(11), 10), Err(Refusal::MessageTooLong { max: 10 }));
     }
 
     #[test]
     fn refusal_texts_are_the_documented_strings() {
-        assert_eq!(
-            Refusal::NoUsername.to_string(),
-            "Failed to send the message. Specify a username first."
-        );
-        assert_eq!(
-            Refusal::NameTooLong { max: 32 }.to_string(),
-            "Username is too long (maximum 32 characters)."
-        );
-        assert_eq!(
-            Refusal::MessageTooLong { max: 2000 }.to_string(),
-            "Message is too long (maximum 2000 characters)."
-        );
+        assert_eq!(Refusal::NoUsername.to_string(), "Failed to send the message. Specify a username first.");
+        assert_eq!(Refusal::NameTooLong { max: 32 }.to_string(), "Username is too long (maximum 32 characters).");
+        assert_eq!(Refusal::MessageTooLong { max: 2000 }.to_string(), "Message is too long (maximum 2000 characters).");
     }
 }

@@ -36,7 +36,7 @@ test("the page connects and shows the state as online", async ({ browser }) => {
   await page.goto(server.url + "/");
   await expect(page).toHaveTitle("Online Chatroom");
   await expect(page.getByRole("heading", { name: "Online Chatroom" })).toBeVisible();
-  await expect(page.locator("#status")).toHaveText("Online");
+  await expect(page.locator("#status-label")).toHaveText("Online");
   await expect(page.locator("#status")).toHaveAttribute("data-state", "online");
   await expect(lines(page).first()).toHaveText("Welcome to the chatroom!");
   await context.close();

@@ -17,7 +17,7 @@ test("the page reconnects after a server restart and keeps its name", async ({ b
 
     await server.stop("SIGKILL");
     await expect(status).toHaveAttribute("data-state", "reconnecting");
-    await expect(status).toHaveText("Reconnecting…");
+    await expect(page.locator("#status-label")).toHaveText("Reconnecting…");
     await expect(page.getByRole("button", { name: "Send" })).toBeDisabled();
 
     await server.start();

@@ -5,11 +5,16 @@ use crate::backend::memory::{MemoryBus, MemorySessions};
 use crate::backend::{BackendError, EventBus, Position, SessionStore};
 use app::protocol::RoomEvent;
 use app::validation::{MessageText, Refusal, Username};
+use backon::{ConstantBuilder, Retryable};
 use serde_json::Value;
 use std::sync::Arc;
+use std::time::Duration;
 
 /// How many events the in-memory bus keeps for its readers.
 const MEMORY_BUS_CAPACITY: usize = 10_000;
+
+/// A leave notice is retried every half second for up to 15 s.
+const LEAVE_RETRY: ConstantBuilder = ConstantBuilder::new().with_delay(Duration::from_millis(500)).with_max_times(30);
 
 /// The chat service of one node, over a session store and an event bus.
 #[derive(Clone)]
@@ -21,25 +26,13 @@ pub struct ChatService {
 
 impl ChatService {
     /// A service over the given backends.
-    pub fn new(
-        sessions: Arc<dyn SessionStore>,
-        bus: Arc<dyn EventBus>,
-        max_message_chars: usize,
-    ) -> Self {
-        Self {
-            sessions,
-            bus,
-            max_message_chars,
-        }
+    pub fn new(sessions: Arc<dyn SessionStore>, bus: Arc<dyn EventBus>, max_message_chars: usize) -> Self {
+        Self { sessions, bus, max_message_chars }
     }
 
     /// A single-node service with in-memory state.
     pub fn in_memory(max_message_chars: usize) -> Self {
-        Self::new(
-            Arc::new(MemorySessions::default()),
-            Arc::new(MemoryBus::new(MEMORY_BUS_CAPACITY)),
-            max_message_chars,
-        )
+        Self::new(Arc::new(MemorySessions::default()), Arc::new(MemoryBus::new(MEMORY_BUS_CAPACITY)), max_message_chars)
     }
 
     /// The bus this service publishes to.
@@ -60,31 +53,18 @@ impl ChatService {
     /// Checks and stores a requested username; `raw` is the event's first argument.
     pub async fn set_username(&self, sid: &str, raw: Option<&Value>) -> Result<Username, Refusal> {
         let name = Username::parse(text_of(raw).ok_or(Refusal::NameNotText)?)?;
-        self.sessions
-            .set_username(sid, name.as_str())
-            .await
-            .map_err(|err| {
-                tracing::error!(%sid, %err, "could not store a username");
-                Refusal::NameUnavailable
-            })?;
+        self.sessions.set_username(sid, name.as_str()).await.map_err(|err| {
+            tracing::error!(%sid, %err, "could not store a username");
+            Refusal::NameUnavailable
+        })?;
         Ok(name)
     }
 
     /// Publishes a chat line from `author` to the whole room, in the room's order.
-    pub async fn post(
-        &self,
-        author: Option<&Username>,
-        raw: Option<&Value>,
-    ) -> Result<Position, Refusal> {
+    pub async fn post(&self, author: Option<&Username>, raw: Option<&Value>) -> Result<Position, Refusal> {
         let author = author.ok_or(Refusal::NoUsername)?;
-        let text = MessageText::parse(
-            text_of(raw).ok_or(Refusal::MessageNotText)?,
-            self.max_message_chars,
-        )?;
-        let event = RoomEvent::Chat {
-            author: author.to_string(),
-            text: text.into_string(),
-        };
+        let text = MessageText::parse(text_of(raw).ok_or(Refusal::MessageNotText)?, self.max_message_chars)?;
+        let event = RoomEvent::Chat { author: author.to_string(), text: text.into_string() };
         self.bus.publish(event).await.map_err(|err| {
             tracing::error!(%author, %err, "a chat line was not published; its sender is told");
             Refusal::Unavailable
@@ -92,19 +72,17 @@ impl ChatService {
     }
 
     /// Ends a session: a named user's leave is announced to the room, then the record goes.
-    pub async fn close_session(
-        &self,
-        sid: &str,
-        username: Option<&Username>,
-    ) -> Result<(), BackendError> {
+    /// The announcement is retried for a while, so a short bus outage does not lose it.
+    pub async fn close_session(&self, sid: &str, username: Option<&Username>) -> Result<(), BackendError> {
         let announced = match username {
-            Some(name) => self
-                .bus
-                .publish(RoomEvent::Left {
-                    author: name.to_string(),
-                })
-                .await
-                .map(drop),
+            Some(name) => {
+                let left = RoomEvent::Left { author: name.to_string() };
+                (|| self.bus.publish(left.clone()))
+                    .retry(LEAVE_RETRY)
+                    .notify(|err, wait| tracing::warn!(%name, %err, ?wait, "leave notice not published yet; retrying"))
+                    .await
+                    .map(drop)
+            }
             None => Ok(()),
         };
         // Remove the record even when the announcement failed, so it cannot linger.
@@ -128,47 +106,27 @@ mod tests {
     }
 
     async fn next_events(chat: &ChatService, after: Position) -> Vec<RoomEvent> {
-        chat.bus()
-            .read_after(after, 100)
-            .await
-            .unwrap()
-            .into_iter()
-            .map(|d| d.event)
-            .collect()
+        chat.bus().read_after(after, 100).await.unwrap().into_iter().map(|d| d.event).collect()
     }
 
     #[tokio::test]
     async fn a_named_user_posts_to_the_room() {
         let chat = service();
         chat.open_session("s1").await.unwrap();
-        let name = chat
-            .set_username("s1", Some(&json!(" ann ")))
-            .await
-            .unwrap();
+        let name = chat.set_username("s1", Some(&json!(" ann "))).await.unwrap();
         assert_eq!(name.as_str(), "ann");
-        assert_eq!(
-            chat.sessions().username("s1").await.unwrap().as_deref(),
-            Some("ann")
-        );
-        chat.post(Some(&name), Some(&json!("hi <b>")))
-            .await
-            .unwrap();
+        assert_eq!(chat.sessions().username("s1").await.unwrap().as_deref(), Some("ann"));
+        chat.post(Some(&name), Some(&json!("hi <b>"))).await.unwrap();
         assert_eq!(
             next_events(&chat, Position::default()).await,
-            [RoomEvent::Chat {
-                author: "ann".into(),
-                text: "hi <b>".into()
-            }]
+            [RoomEvent::Chat { author: "ann".into(), text: "hi <b>".into() }]
         );
     }
 
     #[tokio::test]
     async fn posting_without_a_name_is_refused() {
         let chat = service();
-        assert_eq!(
-            chat.post(None, Some(&json!("hi"))).await,
-            Err(Refusal::NoUsername)
-        );
+        assert_eq!(chat.post(None, Some(&json!("hi"))).await, Err(Refusal::NoUsername));
     }
 
     #[tokio::test]
@@ -181,10 +139,7 @@ mod tests {
             (Some(json!(42)), Refusal::MessageNotText),
             (Some(json!({"text": "x"})), Refusal::MessageNotText),
             (Some(json!("  ")), Refusal::EmptyMessage),
-            (
-                Some(json!("x".repeat(11))),
-                Refusal::MessageTooLong { max: 10 },
-            ),
+            (Some(json!("x".repeat(11))), Refusal::MessageTooLong { max: 10 }),
         ] {
             assert_eq!(chat.post(Some(&name), raw.as_ref()).await, Err(refusal));
         }
@@ -197,10 +152,7 @@ mod tests {
             assert_eq!(chat.set_username("s1", raw.as_ref()).await, Err(refusal));
         }
         assert_eq!(chat.bus().tail().await.unwrap(), Position::default());
-        assert_eq!(
-            chat.sessions().username("s1").await.unwrap().as_deref(),
-            Some("")
-        );
+        assert_eq!(chat.sessions().username("s1").await.unwrap().as_deref(), Some(""));
     }
 
     #[tokio::test]
@@ -213,12 +165,7 @@ mod tests {
         chat.open_session("s1").await.unwrap();
         let name = chat.set_username("s1", Some(&json!("ann"))).await.unwrap();
         chat.close_session("s1", Some(&name)).await.unwrap();
-        assert_eq!(
-            next_events(&chat, Position::default()).await,
-            [RoomEvent::Left {
-                author: "ann".into()
-            }]
-        );
+        assert_eq!(next_events(&chat, Position::default()).await, [RoomEvent::Left { author: "ann".into() }]);
         assert_eq!(chat.sessions().username("s1").await.unwrap(), None);
     }
 }

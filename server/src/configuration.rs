@@ -9,11 +9,7 @@ use thiserror::Error;
 
 /// Every setting of a node; `--help` lists them with their environment variables.
 #[derive(Debug, Clone, clap::Parser)]
-#[command(
-    name = "chatroom",
-    version,
-    about = "A real-time chat room: web page and Socket.IO on one port."
-)]
+#[command(name = "chatroom", version, about = "A real-time chat room: web page and Socket.IO on one port.")]
 pub struct Settings {
     /// Address to listen on for the page, its assets and Socket.IO.
     #[arg(long, env = "CHATROOM_ADDR", default_value = "127.0.0.1:3000")]
@@ -49,6 +45,25 @@ pub struct Settings {
           value_parser = clap::value_parser!(u64).range(0..=3_600))]
     pub shutdown_timeout_secs: u64,
 
+    /// Redis URL (`redis://`, `rediss://`, password in the URL): this node then shares the
+    /// room with every node on the same Redis. Without it, one node with in-memory state.
+    #[arg(long, env = "REDIS_URL")]
+    pub redis_url: Option<RedisUrl>,
+
+    /// This node's name, shown to chatroom clients; defaults to HOST:PORT.
+    #[arg(long, env = "CHATROOM_NODE_NAME", value_parser = parse_node_name)]
+    pub node_name: Option<String>,
+
+    /// Seconds a session record lives in Redis without its node refreshing it.
+    #[arg(long, env = "CHATROOM_SESSION_TTL_SECS", default_value_t = 60,
+          value_parser = clap::value_parser!(u64).range(3..=3_600))]
+    pub session_ttl_secs: u64,
+
+    /// Room events kept in the Redis stream (approximately).
+    #[arg(long, env = "CHATROOM_STREAM_MAX_LEN", default_value_t = 10_000,
+          value_parser = clap::value_parser!(u64).range(100..=10_000_000))]
+    pub stream_max_len: u64,
+
     /// Folder holding the built site (`pkg/` and the public files); defaults to Leptos's
     /// `LEPTOS_SITE_ROOT` or `target/site`, relative to the working directory.
     #[arg(long, env = "CHATROOM_SITE_ROOT")]
@@ -59,6 +74,64 @@ pub struct Settings {
     pub log_format: LogFormat,
 }
 
+/// A Redis URL; its password never appears when it is printed or logged.
+#[derive(Clone, PartialEq, Eq)]
+pub struct RedisUrl(String);
+
+impl RedisUrl {
+    /// The URL itself, password included, for connecting.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::str::FromStr for RedisUrl {
+    type Err = String;
+    fn from_str(raw: &str) -> Result<Self, Self::Err> {
+        let scheme = raw.split_once("://").map(|(scheme, _)| scheme).unwrap_or_default();
+        if !matches!(scheme, "redis" | "rediss") {
+            return Err("expected redis://[:PASSWORD@]HOST[:PORT][/DB] or rediss://…".into());
+        }
+        redis::Client::open(raw).map_err(|err| err.to_string())?;
+        Ok(Self(raw.to_owned()))
+    }
+}
+
+impl std::fmt::Display for RedisUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&redact_password(&self.0))
+    }
+}
+
+impl std::fmt::Debug for RedisUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "RedisUrl({self})")
+    }
+}
+
+/// `scheme://user:secret@host/…` becomes `scheme://user:***@host/…`.
+fn redact_password(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else { return url.to_owned() };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    let (authority, path) = rest.split_at(authority_end);
+    match authority.rsplit_once('@') {
+        Some((userinfo, host)) => {
+            let user = userinfo.split_once(':').map(|(user, _)| user).unwrap_or(userinfo);
+            let hidden = if userinfo.contains(':') { format!("{user}:***") } else { "***".to_owned() };
+            format!("{scheme}://{hidden}@{host}{path}")
+        }
+        None => url.to_owned(),
+    }
+}
+
+fn parse_node_name(raw: &str) -> Result<String, String> {
+    let name = raw.trim();
+    if name.is_empty() || name.len() > 64 || name.chars().any(char::is_control) {
+        return Err("a node name is 1 to 64 printable characters".into());
+    }
+    Ok(name.to_owned())
+}
+
 /// A combination of settings that cannot work.
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum ConfigError {
@@ -66,11 +139,7 @@ pub enum ConfigError {
         "--max-payload-bytes ({payload}) must hold a message of --max-message-chars ({chars}) characters \
          of up to 6 bytes each (a JSON escape) plus framing: raise it to at least {needed}"
     )]
-    PayloadTooSmallForMessages {
-        payload: u64,
-        chars: u32,
-        needed: u64,
-    },
+    PayloadTooSmallForMessages { payload: u64, chars: u32, needed: u64 },
 }
 
 /// Room for the event name, quotes and escapes around a message's text.
@@ -110,6 +179,11 @@ impl Settings {
         Duration::from_secs(self.ping_timeout_secs)
     }
 
+    /// How long a session record outlives its last refresh.
+    pub fn session_ttl(&self) -> Duration {
+        Duration::from_secs(self.session_ttl_secs)
+    }
+
     /// The shutdown bound.
     pub fn shutdown_timeout(&self) -> Duration {
         Duration::from_secs(self.shutdown_timeout_secs)
@@ -131,14 +205,7 @@ mod tests {
 
     #[test]
     fn flags_set_values() {
-        let s = Settings::try_parse_from([
-            "chatroom",
-            "--addr",
-            "127.0.0.1:0",
-            "--max-message-chars",
-            "10",
-        ])
-        .unwrap();
+        let s = Settings::try_parse_from(["chatroom", "--addr", "127.0.0.1:0", "--max-message-chars", "10"]).unwrap();
         assert_eq!(s.addr.port(), 0);
         assert_eq!(s.max_message_chars, 10);
     }
@@ -157,21 +224,33 @@ mod tests {
     }
 
     #[test]
+    fn redis_urls_are_checked_and_never_print_their_password() {
+        let s = Settings::try_parse_from(["chatroom", "--redis-url", "redis://:s3cret@127.0.0.1:6379/0"]).unwrap();
+        let url = s.redis_url.as_ref().unwrap();
+        assert_eq!(url.expose(), "redis://:s3cret@127.0.0.1:6379/0");
+        assert_eq!(url.to_string(), "redis://:***@127.0.0.1:6379/0");
+        assert!(!format!("{s:?}").contains("s3cret"));
+        assert_eq!(redact_password("rediss://app:pw@h:1"), "rediss://app:***@h:1");
+        assert_eq!(redact_password("redis://h:1/2"), "redis://h:1/2");
+        assert_eq!(redact_password("redis://token@h"), "redis://***@h");
+        for bad in ["http://h", "h:6379", "redis://h:notaport"] {
+            assert!(Settings::try_parse_from(["chatroom", "--redis-url", bad]).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn node_names_are_printable_and_short() {
+        let s = Settings::try_parse_from(["chatroom", "--node-name", " node-1 "]).unwrap();
+        assert_eq!(s.node_name.as_deref(), Some("node-1"));
+        for bad in ["", "  ", "a\nb"] {
+            assert!(Settings::try_parse_from(["chatroom", "--node-name", bad]).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
     fn a_payload_limit_below_the_message_limit_is_refused() {
-        let s = Settings::try_parse_from([
-            "chatroom",
-            "--max-message-chars",
-            "50000",
-            "--max-payload-bytes",
-            "100000",
-        ])
-        .unwrap();
-        assert!(matches!(
-            s.validate(),
-            Err(ConfigError::PayloadTooSmallForMessages {
-                needed: 301_024,
-                ..
-            })
-        ));
+        let s = Settings::try_parse_from(["chatroom", "--max-message-chars", "50000", "--max-payload-bytes", "100000"])
+            .unwrap();
+        assert!(matches!(s.validate(), Err(ConfigError::PayloadTooSmallForMessages { needed: 301_024, .. })));
     }
 }

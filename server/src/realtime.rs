@@ -8,7 +8,7 @@
 
 use crate::backend::{BackendError, EventBus, Position};
 use crate::chat::ChatService;
-use app::protocol::{MESSAGE, SET_USERNAME, WELCOME, username_set};
+use app::protocol::{ClientAuth, HELLO, Hello, MESSAGE, SET_USERNAME, WELCOME, username_set};
 use app::validation::{Refusal, Username};
 use serde_json::Value;
 use socketioxide::extract::{SocketRef, TryData};
@@ -17,6 +17,7 @@ use socketioxide::{SendError, SocketError, SocketIo};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{Notify, mpsc};
+use tokio_util::task::TaskTracker;
 
 /// Events from one client waiting to be handled.
 const INBOX_CAPACITY: usize = 256;
@@ -30,19 +31,55 @@ enum Inbound {
     Message(Option<Value>),
 }
 
-/// Installs the default namespace's handlers.
-pub fn register(io: &SocketIo, chat: Arc<ChatService>) {
-    io.ns("/", move |socket: SocketRef| {
-        // Runs synchronously as the socket joins, before any event of it is read.
-        on_connect(socket, chat.clone());
-        async {}
-    });
+/// What every connection's handlers share.
+#[derive(Clone)]
+pub struct Realtime {
+    chat: Arc<ChatService>,
+    node: Arc<str>,
+    /// The connection tasks, so that shutdown can wait for their sessions to close.
+    tasks: TaskTracker,
 }
 
-fn on_connect(socket: SocketRef, chat: Arc<ChatService>) {
-    let (inbox, queue) = mpsc::channel(INBOX_CAPACITY);
-    let gone = Arc::new(Notify::new());
-    reply(&socket, WELCOME);
+impl Realtime {
+    /// Handlers over `chat`, on the node named `node`.
+    pub fn new(chat: Arc<ChatService>, node: &str) -> Self {
+        Self { chat, node: node.into(), tasks: TaskTracker::new() }
+    }
+
+    /// Installs the default namespace's handlers.
+    pub fn register(&self, io: &SocketIo) {
+        let realtime = self.clone();
+        io.ns("/", move |socket: SocketRef, TryData(auth): TryData<Value>| {
+            // Runs synchronously as the socket joins, before any event of it is read.
+            realtime.on_connect(socket, auth.ok());
+            async {}
+        });
+    }
+
+    /// Waits until every connection task has closed its session.
+    pub async fn wait_for_sessions(&self) {
+        self.tasks.close();
+        self.tasks.wait().await;
+    }
+
+    fn on_connect(&self, socket: SocketRef, auth: Option<Value>) {
+        let (inbox, queue) = mpsc::channel(INBOX_CAPACITY);
+        let gone = Arc::new(Notify::new());
+        reply(&socket, WELCOME);
+        // Only clients that announce a protocol version get more than the legacy strings.
+        let auth = auth.and_then(|auth| serde_json::from_value::<ClientAuth>(auth).ok());
+        if auth.is_some() {
+            let hello = Hello { node: self.node.to_string() };
+            if let Err(err) = socket.emit(HELLO, &hello) {
+                tracing::debug!(sid = %socket.id, %err, "hello not sent: the client is gone");
+            }
+        }
+        install_handlers(&socket, inbox, gone.clone());
+        self.tasks.spawn(serve_connection(socket, self.chat.clone(), queue, gone));
+    }
+}
+
+fn install_handlers(socket: &SocketRef, inbox: mpsc::Sender<Inbound>, gone: Arc<Notify>) {
     socket.on(SET_USERNAME, {
         let inbox = inbox.clone();
         move |socket: SocketRef, TryData(data): TryData<Value>| {
@@ -50,22 +87,15 @@ fn on_connect(socket: SocketRef, chat: Arc<ChatService>) {
             async {}
         }
     });
-    socket.on(
-        MESSAGE,
-        move |socket: SocketRef, TryData(data): TryData<Value>| {
-            enqueue(&socket, &inbox, Inbound::Message(data.ok()));
-            async {}
-        },
-    );
-    socket.on_disconnect({
-        let gone = gone.clone();
-        move |socket: SocketRef, reason: DisconnectReason| {
-            tracing::debug!(sid = %socket.id, %reason, "client disconnected");
-            gone.notify_one();
-            async {}
-        }
+    socket.on(MESSAGE, move |socket: SocketRef, TryData(data): TryData<Value>| {
+        enqueue(&socket, &inbox, Inbound::Message(data.ok()));
+        async {}
     });
-    tokio::spawn(serve_connection(socket, chat, queue, gone));
+    socket.on_disconnect(move |socket: SocketRef, reason: DisconnectReason| {
+        tracing::debug!(sid = %socket.id, %reason, "client disconnected");
+        gone.notify_one();
+        async {}
+    });
 }
 
 fn enqueue(socket: &SocketRef, inbox: &mpsc::Sender<Inbound>, event: Inbound) {
@@ -109,17 +139,9 @@ async fn serve_connection(
     }
 }
 
-async fn handle(
-    socket: &SocketRef,
-    chat: &ChatService,
-    username: &mut Option<Username>,
-    event: Inbound,
-) {
+async fn handle(socket: &SocketRef, chat: &ChatService, username: &mut Option<Username>, event: Inbound) {
     match event {
-        Inbound::SetUsername(raw) => match chat
-            .set_username(&socket.id.to_string(), raw.as_ref())
-            .await
-        {
+        Inbound::SetUsername(raw) => match chat.set_username(&socket.id.to_string(), raw.as_ref()).await {
             Ok(name) => {
                 reply(socket, &username_set(name.as_str()));
                 *username = Some(name);
@@ -153,10 +175,7 @@ pub async fn deliver_room_events(io: SocketIo, bus: Arc<dyn EventBus>) {
                     after = delivered.position;
                 }
             }
-            Err(BackendError::Trimmed {
-                after: missed_from,
-                oldest,
-            }) => {
+            Err(BackendError::Trimmed { after: missed_from, oldest }) => {
                 tracing::error!(%missed_from, %oldest, "delivery fell behind the bus; events in between were lost to this node's clients");
                 after = read_tail(bus.as_ref()).await;
             }

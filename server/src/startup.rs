@@ -1,9 +1,12 @@
 //! Builds the node: the axum router (page, assets, Socket.IO on one port), the bus
 //! delivery task, and a bounded graceful shutdown.
 
+use crate::backend::BackendError;
+use crate::backend::redis::{RedisBus, RedisSessions};
 use crate::chat::ChatService;
+use crate::configuration::RedisUrl;
 use crate::configuration::Settings;
-use crate::realtime;
+use crate::realtime::{self, Realtime};
 use app::shell;
 use axum::Router;
 use axum::routing::get;
@@ -28,39 +31,50 @@ pub enum StartupError {
     #[error("cannot read the Leptos site settings: {0}")]
     Site(String),
     #[error("cannot listen on {addr}: {source}")]
-    Bind {
-        addr: SocketAddr,
-        source: std::io::Error,
-    },
+    Bind { addr: SocketAddr, source: std::io::Error },
+    #[error("cannot use Redis at {url}: {source}")]
+    Redis { url: RedisUrl, source: BackendError },
 }
 
 /// A node, bound to its port and ready to serve.
 pub struct Application {
     listener: TcpListener,
     addr: SocketAddr,
+    node_name: String,
     router: Router,
     io: SocketIo,
     chat: Arc<ChatService>,
-    delivery: JoinHandle<()>,
+    realtime: Realtime,
+    /// Tasks that run for the life of the node (bus delivery, session refresh).
+    background: Vec<JoinHandle<()>>,
     shutdown_timeout: Duration,
 }
 
 impl Application {
     /// Binds the listener and assembles the node from its settings.
     pub async fn build(settings: Settings) -> Result<Self, StartupError> {
-        let chat = Arc::new(ChatService::in_memory(settings.max_message_chars as usize));
         let site = site_options(&settings)?;
-        let listener =
-            TcpListener::bind(settings.addr)
-                .await
-                .map_err(|source| StartupError::Bind {
-                    addr: settings.addr,
-                    source,
-                })?;
-        let addr = listener.local_addr().map_err(|source| StartupError::Bind {
-            addr: settings.addr,
-            source,
-        })?;
+        let bind_error = |source| StartupError::Bind { addr: settings.addr, source };
+        let listener = TcpListener::bind(settings.addr).await.map_err(bind_error)?;
+        let addr = listener.local_addr().map_err(bind_error)?;
+        let node_name = settings
+            .node_name
+            .clone()
+            .unwrap_or_else(|| format!("{}:{}", gethostname::gethostname().to_string_lossy(), addr.port()));
+
+        let mut background = Vec::new();
+        let chat = Arc::new(match &settings.redis_url {
+            None => {
+                tracing::info!(node = %node_name, "single node with in-memory state");
+                ChatService::in_memory(settings.max_message_chars as usize)
+            }
+            Some(url) => {
+                let (chat, keep_alive) = cluster_chat(&settings, url).await?;
+                background.push(keep_alive);
+                tracing::info!(node = %node_name, redis = %url, "cluster node: the room is shared through Redis");
+                chat
+            }
+        });
 
         let (socket_layer, io) = SocketIo::builder()
             .ping_interval(settings.ping_interval())
@@ -69,11 +83,9 @@ impl Application {
             .ws_max_message_size(settings.max_payload_bytes as usize)
             .max_buffer_size(settings.client_queue as usize)
             .build_layer();
-        realtime::register(&io, chat.clone());
-        let delivery = tokio::spawn(realtime::deliver_room_events(
-            io.clone(),
-            chat.bus().clone(),
-        ));
+        let realtime = Realtime::new(chat.clone(), &node_name);
+        realtime.register(&io);
+        background.push(tokio::spawn(realtime::deliver_room_events(io.clone(), chat.bus().clone())));
 
         // Leptos renders on the tokio runtime; a second call (tests) finds it set already.
         let _ = any_spawner::Executor::init_tokio();
@@ -92,12 +104,19 @@ impl Application {
         Ok(Self {
             listener,
             addr,
+            node_name,
             router,
             io,
             chat,
-            delivery,
+            realtime,
+            background,
             shutdown_timeout: settings.shutdown_timeout(),
         })
+    }
+
+    /// The node's name, as its clients see it.
+    pub fn node_name(&self) -> &str {
+        &self.node_name
     }
 
     /// The address actually bound (useful with port 0).
@@ -112,21 +131,21 @@ impl Application {
 
     /// Serves until `shutdown` completes, then closes every client connection and
     /// waits for them at most the configured shutdown timeout.
-    pub async fn run_until_stopped(
-        self,
-        shutdown: impl Future<Output = ()> + Send + 'static,
-    ) -> std::io::Result<()> {
+    pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
         let (stop_tx, stop_rx) = watch::channel(false);
         tokio::spawn(async move {
             shutdown.await;
             let _ = stop_tx.send(true);
         });
         let io = self.io.clone();
+        let realtime = self.realtime.clone();
         let mut graceful_rx = stop_rx.clone();
         let graceful = async move {
             let _ = graceful_rx.wait_for(|stop| *stop).await;
             tracing::info!("shutting down: closing client connections");
             io.close().await;
+            // Named users' leave notices are published before the node goes.
+            realtime.wait_for_sessions().await;
         };
         let mut deadline_rx = stop_rx;
         let timeout = self.shutdown_timeout;
@@ -134,9 +153,7 @@ impl Application {
             let _ = deadline_rx.wait_for(|stop| *stop).await;
             tokio::time::sleep(timeout).await;
         };
-        let serve = axum::serve(self.listener, self.router)
-            .with_graceful_shutdown(graceful)
-            .into_future();
+        let serve = axum::serve(self.listener, self.router).with_graceful_shutdown(graceful).into_future();
         let result = tokio::select! {
             result = serve => result,
             () = deadline => {
@@ -144,17 +161,31 @@ impl Application {
                 Ok(())
             }
         };
-        self.delivery.abort();
+        for task in &self.background {
+            task.abort();
+        }
         result
     }
+}
+
+/// The chat service over Redis, and the task that keeps this node's sessions alive.
+async fn cluster_chat(settings: &Settings, url: &RedisUrl) -> Result<(ChatService, JoinHandle<()>), StartupError> {
+    let redis_error = |source| StartupError::Redis { url: url.clone(), source };
+    let client =
+        redis::Client::open(url.expose()).map_err(|err| redis_error(BackendError::Unavailable(err.to_string())))?;
+    let bus = RedisBus::connect(&client, settings.stream_max_len as usize).await.map_err(redis_error)?;
+    let sessions = Arc::new(RedisSessions::connect(&client, settings.session_ttl()).await.map_err(redis_error)?);
+    let keep_alive = tokio::spawn({
+        let sessions = sessions.clone();
+        async move { sessions.keep_alive().await }
+    });
+    Ok((ChatService::new(sessions, Arc::new(bus), settings.max_message_chars as usize), keep_alive))
 }
 
 /// Leptos's site settings (output name, site root) from cargo-leptos's environment, with
 /// the node's own listen address.
 fn site_options(settings: &Settings) -> Result<LeptosOptions, StartupError> {
-    let mut options = get_configuration(None)
-        .map_err(|err| StartupError::Site(err.to_string()))?
-        .leptos_options;
+    let mut options = get_configuration(None).map_err(|err| StartupError::Site(err.to_string()))?.leptos_options;
     options.site_addr = settings.addr;
     if let Some(root) = &settings.site_root {
         options.site_root = root.to_string_lossy().as_ref().into();

@@ -19,90 +19,41 @@ async fn legacy_contract(kind: Kind, transport: Transport) {
     // Connect: a welcome to that client only, and an unnamed session.
     let mut ann = Client::connect(kind, &url, transport).await;
     assert_eq!(ann.next_message().await, "Welcome to the chatroom!");
-    assert_eq!(
-        app.chat
-            .sessions()
-            .username(&ann.sid)
-            .await
-            .unwrap()
-            .as_deref(),
-        Some("")
-    );
+    assert_eq!(app.chat.sessions().username(&ann.sid).await.unwrap().as_deref(), Some(""));
 
     // A message before a username: refused to the sender only.
     let mut bob = Client::connect(kind, &url, transport).await;
     assert_eq!(bob.next_message().await, "Welcome to the chatroom!");
     ann.expect_silence(QUIET).await;
     ann.send("too early").await;
-    assert_eq!(
-        ann.next_message().await,
-        "Failed to send the message. Specify a username first."
-    );
+    assert_eq!(ann.next_message().await, "Failed to send the message. Specify a username first.");
 
     // set_username: stored in the session and confirmed to that client only.
     ann.set_username("ann").await;
     assert_eq!(ann.next_message().await, "Your username is set to ann");
-    assert_eq!(
-        app.chat
-            .sessions()
-            .username(&ann.sid)
-            .await
-            .unwrap()
-            .as_deref(),
-        Some("ann")
-    );
+    assert_eq!(app.chat.sessions().username(&ann.sid).await.unwrap().as_deref(), Some("ann"));
     bob.set_username("bob").await;
     assert_eq!(bob.next_message().await, "Your username is set to bob");
 
     // A message: to every client, the sender included, unaltered.
     ann.send("hello <b>world</b> & \"you\"").await;
-    assert_eq!(
-        ann.next_message().await,
-        "ann: hello <b>world</b> & \"you\""
-    );
-    assert_eq!(
-        bob.next_message().await,
-        "ann: hello <b>world</b> & \"you\""
-    );
+    assert_eq!(ann.next_message().await, "ann: hello <b>world</b> & \"you\"");
+    assert_eq!(bob.next_message().await, "ann: hello <b>world</b> & \"you\"");
 
     // Validation answers go to the sender only and nothing is broadcast.
     let refusals = [
         ("set_username", json!([""]), "Username cannot be empty."),
         ("set_username", json!(["   "]), "Username cannot be empty."),
-        (
-            "set_username",
-            json!(["x".repeat(33)]),
-            "Username is too long (maximum 32 characters).",
-        ),
-        (
-            "set_username",
-            json!(["bad\u{7}name"]),
-            "Username cannot contain control characters.",
-        ),
-        (
-            "set_username",
-            json!(["bad\nname"]),
-            "Username cannot contain control characters.",
-        ),
+        ("set_username", json!(["x".repeat(33)]), "Username is too long (maximum 32 characters)."),
+        ("set_username", json!(["bad\u{7}name"]), "Username cannot contain control characters."),
+        ("set_username", json!(["bad\nname"]), "Username cannot contain control characters."),
         ("set_username", json!([42]), "Username must be a string."),
         ("set_username", json!([]), "Username must be a string."),
         ("message", json!([""]), "Message cannot be empty."),
         ("message", json!([" \t "]), "Message cannot be empty."),
-        (
-            "message",
-            json!(["x".repeat(2001)]),
-            "Message is too long (maximum 2000 characters).",
-        ),
-        (
-            "message",
-            json!(["é".repeat(10_000)]),
-            "Message is too long (maximum 2000 characters).",
-        ),
-        (
-            "message",
-            json!([{"text": "hi"}]),
-            "Message must be a string.",
-        ),
+        ("message", json!(["x".repeat(2001)]), "Message is too long (maximum 2000 characters)."),
+        ("message", json!(["é".repeat(10_000)]), "Message is too long (maximum 2000 characters)."),
+        ("message", json!([{"text": "hi"}]), "Message must be a string."),
         ("message", json!([null]), "Message must be a string."),
         ("message", json!([]), "Message must be a string."),
     ];
@@ -112,15 +63,7 @@ async fn legacy_contract(kind: Kind, transport: Transport) {
     }
     bob.expect_silence(QUIET).await;
     // The refused names did not replace the good one.
-    assert_eq!(
-        app.chat
-            .sessions()
-            .username(&ann.sid)
-            .await
-            .unwrap()
-            .as_deref(),
-        Some("ann")
-    );
+    assert_eq!(app.chat.sessions().username(&ann.sid).await.unwrap().as_deref(), Some("ann"));
 
     // A message of exactly the limit passes, and a name can be changed.
     let longest = "y".repeat(2000);

@@ -14,22 +14,12 @@ use tokio::process::Command;
 async fn get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
     let mut stream = TcpStream::connect(addr).await.expect("connect");
     let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
-    stream
-        .write_all(request.as_bytes())
-        .await
-        .expect("write request");
+    stream.write_all(request.as_bytes()).await.expect("write request");
     let mut raw = Vec::new();
     stream.read_to_end(&mut raw).await.expect("read response");
     let text = String::from_utf8_lossy(&raw).into_owned();
-    let status = text
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .expect("status line");
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|(_, body)| body.to_owned())
-        .unwrap_or_default();
+    let status = text.split(' ').nth(1).and_then(|s| s.parse().ok()).expect("status line");
+    let body = text.split_once("\r\n\r\n").map(|(_, body)| body.to_owned()).unwrap_or_default();
     (status, body)
 }
 
@@ -38,17 +28,10 @@ async fn the_page_is_server_rendered_on_the_socket_port() {
     let app = spawn_app().await;
     let (status, body) = get(app.addr, "/").await;
     assert_eq!(status, 200);
-    for expected in [
-        "<title>Online Chatroom</title>",
-        "Online Chatroom</h1>",
-        "Set as Username",
-        "Send",
-        "/pkg/chatroom",
-    ] {
-        assert!(
-            body.contains(expected),
-            "the page lacks {expected:?}:\n{body}"
-        );
+    for expected in
+        ["<title>Online Chatroom</title>", "Online Chatroom</h1>", "Set as Username", "Send", "/pkg/chatroom"]
+    {
+        assert!(body.contains(expected), "the page lacks {expected:?}:\n{body}");
     }
     let (status, _) = get(app.addr, "/socket.io/?EIO=4&transport=polling").await;
     assert_eq!(status, 200, "Socket.IO answers on the same port");
@@ -63,12 +46,7 @@ async fn the_built_assets_are_served() {
         site.display()
     );
     let app = spawn_app().await;
-    for path in [
-        "/pkg/chatroom.wasm",
-        "/pkg/chatroom.js",
-        "/pkg/chatroom.css",
-        "/favicon.svg",
-    ] {
+    for path in ["/pkg/chatroom.wasm", "/pkg/chatroom.js", "/pkg/chatroom.css", "/favicon.svg"] {
         assert_eq!(get(app.addr, path).await.0, 200, "{path}");
     }
     assert_eq!(get(app.addr, "/no-such-file").await.0, 404);
@@ -77,29 +55,11 @@ async fn the_built_assets_are_served() {
 #[tokio::test]
 async fn a_bad_setting_stops_the_binary_with_a_clear_message() {
     for (args, expected) in [
-        (
-            &["--max-message-chars", "0"][..],
-            "invalid value '0' for '--max-message-chars",
-        ),
-        (
-            &["--addr", "nowhere"],
-            "invalid value 'nowhere' for '--addr",
-        ),
-        (
-            &[
-                "--max-message-chars",
-                "90000",
-                "--max-payload-bytes",
-                "100000",
-            ],
-            "must hold a message",
-        ),
+        (&["--max-message-chars", "0"][..], "invalid value '0' for '--max-message-chars"),
+        (&["--addr", "nowhere"], "invalid value 'nowhere' for '--addr"),
+        (&["--max-message-chars", "90000", "--max-payload-bytes", "100000"], "must hold a message"),
     ] {
-        let output = Command::new(env!("CARGO_BIN_EXE_server"))
-            .args(args)
-            .output()
-            .await
-            .expect("run server");
+        let output = Command::new(env!("CARGO_BIN_EXE_server")).args(args).output().await.expect("run server");
         assert!(!output.status.success(), "{args:?} was accepted");
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert!(stderr.contains(expected), "{args:?}: {stderr}");
@@ -129,15 +89,9 @@ async fn the_binary_stops_cleanly_on_sigterm() {
     assert!(up, "the server did not listen on {addr}");
     assert_eq!(get(addr, "/").await.0, 200);
     let pid = child.id().expect("running").to_string();
-    let killed = Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .await
-        .expect("kill");
+    let killed = Command::new("kill").args(["-TERM", &pid]).status().await.expect("kill");
     assert!(killed.success());
-    let status = tokio::time::timeout(Duration::from_secs(15), child.wait())
-        .await
-        .expect("stops in time")
-        .expect("wait");
+    let status =
+        tokio::time::timeout(Duration::from_secs(15), child.wait()).await.expect("stops in time").expect("wait");
     assert!(status.success(), "exit status {status}");
 }

@@ -33,9 +33,7 @@ impl MemoryBus {
     fn ring(&self) -> MutexGuard<'_, Ring> {
         // A panic while holding the lock cannot leave the ring half-written (each
         // change is one push or pop), so a poisoned lock is still safe to use.
-        self.ring
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.ring.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     fn events_after(&self, after: Position, max: usize) -> Result<Vec<Delivered>, BackendError> {
@@ -43,10 +41,7 @@ impl MemoryBus {
         if let Some(oldest) = ring.events.front()
             && after.seq + 1 < oldest.position.seq
         {
-            return Err(BackendError::Trimmed {
-                after,
-                oldest: oldest.position,
-            });
+            return Err(BackendError::Trimmed { after, oldest: oldest.position });
         }
         let start = ring.events.partition_point(|d| d.position <= after);
         Ok(ring.events.range(start..).take(max).cloned().collect())
@@ -59,10 +54,7 @@ impl EventBus for MemoryBus {
         let position = {
             let mut ring = self.ring();
             ring.last_seq += 1;
-            let position = Position {
-                ms: 0,
-                seq: ring.last_seq,
-            };
+            let position = Position { ms: 0, seq: ring.last_seq };
             ring.events.push_back(Delivered { position, event });
             if ring.events.len() > self.capacity {
                 ring.events.pop_front();
@@ -77,11 +69,7 @@ impl EventBus for MemoryBus {
         Ok(*self.newest.borrow())
     }
 
-    async fn read_after(
-        &self,
-        after: Position,
-        max: usize,
-    ) -> Result<Vec<Delivered>, BackendError> {
+    async fn read_after(&self, after: Position, max: usize) -> Result<Vec<Delivered>, BackendError> {
         // Subscribe before looking, so a publish between the look and the wait wakes us.
         let mut newest = self.newest.subscribe();
         loop {
@@ -89,10 +77,7 @@ impl EventBus for MemoryBus {
             if !events.is_empty() {
                 return Ok(events);
             }
-            newest
-                .changed()
-                .await
-                .map_err(|_| BackendError::Unavailable("the bus was dropped".into()))?;
+            newest.changed().await.map_err(|_| BackendError::Unavailable("the bus was dropped".into()))?;
         }
     }
 }
@@ -105,9 +90,7 @@ pub struct MemorySessions {
 
 impl MemorySessions {
     fn map(&self) -> MutexGuard<'_, HashMap<String, String>> {
-        self.sessions
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.sessions.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
@@ -140,10 +123,7 @@ mod tests {
     use std::time::Duration;
 
     fn chat(n: usize) -> RoomEvent {
-        RoomEvent::Chat {
-            author: "a".into(),
-            text: n.to_string(),
-        }
+        RoomEvent::Chat { author: "a".into(), text: n.to_string() }
     }
 
     #[tokio::test]
@@ -173,11 +153,7 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(20)).await;
         assert!(!reader.is_finished());
         bus.publish(chat(7)).await.unwrap();
-        let got = tokio::time::timeout(Duration::from_secs(2), reader)
-            .await
-            .unwrap()
-            .unwrap()
-            .unwrap();
+        let got = tokio::time::timeout(Duration::from_secs(2), reader).await.unwrap().unwrap().unwrap();
         assert_eq!(got[0].event, chat(7));
     }
 
@@ -192,10 +168,7 @@ mod tests {
             other => panic!("expected Trimmed, got {other:?}"),
         }
         // Right before the oldest kept event is still readable without a gap.
-        let got = bus
-            .read_after(Position { ms: 0, seq: 3 }, 10)
-            .await
-            .unwrap();
+        let got = bus.read_after(Position { ms: 0, seq: 3 }, 10).await.unwrap();
         assert_eq!(got.len(), 3);
     }
 

@@ -2,6 +2,7 @@
 //! session records. In-memory for one node; the Redis backend implements the same traits.
 
 pub mod memory;
+pub mod redis;
 
 use app::protocol::RoomEvent;
 use async_trait::async_trait;
@@ -35,10 +36,7 @@ impl FromStr for Position {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let bad = || BadPosition(s.to_owned());
         let (ms, seq) = s.split_once('-').ok_or_else(bad)?;
-        Ok(Position {
-            ms: ms.parse().map_err(|_| bad())?,
-            seq: seq.parse().map_err(|_| bad())?,
-        })
+        Ok(Position { ms: ms.parse().map_err(|_| bad())?, seq: seq.parse().map_err(|_| bad())? })
     }
 }
 
@@ -70,8 +68,7 @@ pub trait EventBus: Send + Sync {
     async fn tail(&self) -> Result<Position, BackendError>;
 
     /// Up to `max` events after `after`, oldest first; waits until there is at least one.
-    async fn read_after(&self, after: Position, max: usize)
-    -> Result<Vec<Delivered>, BackendError>;
+    async fn read_after(&self, after: Position, max: usize) -> Result<Vec<Delivered>, BackendError>;
 }
 
 /// Session records, keyed by Socket.IO session id.
@@ -97,13 +94,7 @@ mod tests {
     #[test]
     fn positions_print_parse_and_order_like_stream_ids() {
         let p: Position = "1700000000000-3".parse().unwrap();
-        assert_eq!(
-            p,
-            Position {
-                ms: 1_700_000_000_000,
-                seq: 3
-            }
-        );
+        assert_eq!(p, Position { ms: 1_700_000_000_000, seq: 3 });
         assert_eq!(p.to_string(), "1700000000000-3");
         assert!(Position { ms: 1, seq: 9 } < Position { ms: 2, seq: 0 });
         for bad in ["", "12", "a-1", "1-", "-1", "1-2-3"] {

@@ -64,11 +64,7 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut Settings)) -> TestApp {
     tokio::spawn(app.run_until_stopped(async {
         let _ = stopped.await;
     }));
-    TestApp {
-        addr,
-        chat,
-        stop: Some(stop),
-    }
+    TestApp { addr, chat, stop: Some(stop) }
 }
 
 /// Which official client library drives a connection.
@@ -113,8 +109,7 @@ fn driver_command(kind: Kind) -> Command {
     let clients = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/clients");
     match kind {
         Kind::Js => {
-            let mut cmd =
-                Command::new(std::env::var("CHATROOM_TEST_NODE").unwrap_or_else(|_| "node".into()));
+            let mut cmd = Command::new(std::env::var("CHATROOM_TEST_NODE").unwrap_or_else(|_| "node".into()));
             cmd.arg(clients.join("sio_driver.cjs"));
             // socket.io-client is installed with the end-to-end tests' packages.
             cmd.env("NODE_PATH", workspace_root().join("end2end/node_modules"));
@@ -144,25 +139,11 @@ impl Client {
             .unwrap_or_else(|err| panic!("cannot start the {label} client driver: {err}"));
         let stdin = child.stdin.take().expect("piped stdin");
         let lines = BufReader::new(child.stdout.take().expect("piped stdout")).lines();
-        let mut client = Client {
-            sid: String::new(),
-            transport: String::new(),
-            label,
-            child,
-            stdin,
-            lines,
-        };
+        let mut client = Client { sid: String::new(), transport: String::new(), label, child, stdin, lines };
         let connected = client.next_line().await;
-        assert_eq!(
-            connected["type"], "connected",
-            "{}: expected to connect, got {connected}",
-            client.label
-        );
+        assert_eq!(connected["type"], "connected", "{}: expected to connect, got {connected}", client.label);
         client.sid = connected["sid"].as_str().unwrap_or_default().to_owned();
-        client.transport = connected["transport"]
-            .as_str()
-            .unwrap_or_default()
-            .to_owned();
+        client.transport = connected["transport"].as_str().unwrap_or_default().to_owned();
         client
     }
 
@@ -172,24 +153,19 @@ impl Client {
             .unwrap_or_else(|_| panic!("{}: nothing received within {WAIT:?}", self.label))
             .unwrap_or_else(|err| panic!("{}: cannot read the driver: {err}", self.label))
             .unwrap_or_else(|| panic!("{}: the driver exited", self.label));
-        serde_json::from_str(&line)
-            .unwrap_or_else(|err| panic!("{}: bad driver line {line:?}: {err}", self.label))
+        serde_json::from_str(&line).unwrap_or_else(|err| panic!("{}: bad driver line {line:?}: {err}", self.label))
     }
 
     async fn command(&mut self, cmd: Value) {
         let mut line = cmd.to_string();
         line.push('\n');
-        self.stdin
-            .write_all(line.as_bytes())
-            .await
-            .expect("driver stdin open");
+        self.stdin.write_all(line.as_bytes()).await.expect("driver stdin open");
         self.stdin.flush().await.expect("driver stdin flush");
     }
 
     /// Emits `event` with the given arguments.
     pub async fn emit(&mut self, event: &str, args: Value) {
-        self.command(json!({"op": "emit", "event": event, "args": args}))
-            .await;
+        self.command(json!({"op": "emit", "event": event, "args": args})).await;
     }
 
     /// `socket.send(text)`: the `message` event, as the replaced page sends chat lines.
@@ -205,26 +181,10 @@ impl Client {
     /// The next `message` string from the server.
     pub async fn next_message(&mut self) -> String {
         let line = self.next_line().await;
-        assert_eq!(
-            line["type"], "event",
-            "{}: expected an event, got {line}",
-            self.label
-        );
-        assert_eq!(
-            line["event"], "message",
-            "{}: unexpected event {line}",
-            self.label
-        );
-        assert_eq!(
-            line["args"].as_array().map(Vec::len),
-            Some(1),
-            "{}: one argument expected: {line}",
-            self.label
-        );
-        line["args"][0]
-            .as_str()
-            .unwrap_or_else(|| panic!("{}: not a string: {line}", self.label))
-            .to_owned()
+        assert_eq!(line["type"], "event", "{}: expected an event, got {line}", self.label);
+        assert_eq!(line["event"], "message", "{}: unexpected event {line}", self.label);
+        assert_eq!(line["args"].as_array().map(Vec::len), Some(1), "{}: one argument expected: {line}", self.label);
+        line["args"][0].as_str().unwrap_or_else(|| panic!("{}: not a string: {line}", self.label)).to_owned()
     }
 
     /// The next `n` message strings.
@@ -239,11 +199,7 @@ impl Client {
     /// Waits for the server to end the connection.
     pub async fn expect_disconnected(&mut self) {
         let line = self.next_line().await;
-        assert_eq!(
-            line["type"], "disconnected",
-            "{}: expected a disconnect, got {line}",
-            self.label
-        );
+        assert_eq!(line["type"], "disconnected", "{}: expected a disconnect, got {line}", self.label);
     }
 
     /// Asserts that nothing arrives for `within`.
