@@ -1,7 +1,7 @@
 # Installs what building and testing the chatroom need, skipping whatever is already
 # there. Sourced by scripts/run.sh and scripts/test.sh; safe to run again.
 #   setup_build   wasm32 target, cargo-leptos, wasm-bindgen-cli, npm packages (wasm-opt)
-#   setup_tests   also Chromium and python-socketio (in a venv under target/)
+#   setup_tests   also Chromium, Redis, nginx and python-socketio (in a venv under target/)
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -59,6 +59,10 @@ setup_tests() {
   if [ ! -x /usr/bin/chromium ]; then
     say "installing Debian's Chromium for the browser tests"
     apt_install chromium
+  fi
+  if ! command -v redis-server >/dev/null || ! command -v nginx >/dev/null; then
+    say "installing Redis and nginx for the cluster tests"
+    apt_install redis-server nginx
   fi
   local venv="$ROOT/target/test-venv" reqs="$ROOT/server/tests/clients/requirements.txt"
   if [ ! -x "$venv/bin/python" ] || [ "$reqs" -nt "$venv/.installed" ]; then

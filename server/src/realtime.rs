@@ -20,7 +20,7 @@ use tokio::sync::{Notify, mpsc};
 use tokio_util::task::TaskTracker;
 
 /// Events from one client waiting to be handled.
-const INBOX_CAPACITY: usize = 256;
+const INBOX_CAPACITY: usize = 1_024;
 /// Room events delivered per read of the bus.
 const DELIVERY_BATCH: usize = 256;
 

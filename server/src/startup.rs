@@ -137,15 +137,25 @@ impl Application {
             shutdown.await;
             let _ = stop_tx.send(true);
         });
-        let io = self.io.clone();
-        let realtime = self.realtime.clone();
-        let mut graceful_rx = stop_rx.clone();
-        let graceful = async move {
-            let _ = graceful_rx.wait_for(|stop| *stop).await;
+        // On the signal, stop accepting connections and, at the same time, close the open
+        // ones (so that clients reconnect elsewhere) and let their sessions end.
+        let mut accept_rx = stop_rx.clone();
+        let stop_accepting = async move {
+            let _ = accept_rx.wait_for(|stop| *stop).await;
+        };
+        let (io, realtime, mut close_rx) = (self.io.clone(), self.realtime.clone(), stop_rx.clone());
+        let closing = tokio::spawn(async move {
+            let _ = close_rx.wait_for(|stop| *stop).await;
             tracing::info!("shutting down: closing client connections");
             io.close().await;
             // Named users' leave notices are published before the node goes.
             realtime.wait_for_sessions().await;
+        });
+        let serve = axum::serve(self.listener, self.router).with_graceful_shutdown(stop_accepting).into_future();
+        let drained = async move {
+            let result = serve.await;
+            let _ = closing.await;
+            result
         };
         let mut deadline_rx = stop_rx;
         let timeout = self.shutdown_timeout;
@@ -153,9 +163,8 @@ impl Application {
             let _ = deadline_rx.wait_for(|stop| *stop).await;
             tokio::time::sleep(timeout).await;
         };
-        let serve = axum::serve(self.listener, self.router).with_graceful_shutdown(graceful).into_future();
         let result = tokio::select! {
-            result = serve => result,
+            result = drained => result,
             () = deadline => {
                 tracing::warn!(?timeout, "connections still open at the shutdown deadline; exiting anyway");
                 Ok(())

@@ -1,7 +1,8 @@
 // A Socket.IO client driven over stdin/stdout, so that Rust tests can script the
 // official JavaScript client (socket.io-client) exactly like python-socketio.
 //
-//   node sio_driver.cjs URL TRANSPORT      (TRANSPORT: websocket | polling | upgrade)
+//   node sio_driver.cjs URL TRANSPORT [AUTH]   (TRANSPORT: websocket | polling | upgrade;
+//                                              AUTH: JSON for the CONNECT auth payload)
 //
 // stdin, one JSON object per line:
 //   {"op":"emit","event":NAME,"args":[...]}   socket.emit(NAME, ...args)
@@ -15,7 +16,7 @@
 const { io } = require("socket.io-client");
 const readline = require("readline");
 
-const [url, mode] = process.argv.slice(2);
+const [url, mode, auth] = process.argv.slice(2);
 const transports = { websocket: ["websocket"], polling: ["polling"], upgrade: ["polling", "websocket"] }[mode];
 if (!url || !transports) {
   console.error("usage: sio_driver.cjs URL websocket|polling|upgrade");
@@ -23,7 +24,9 @@ if (!url || !transports) {
 }
 
 const out = (obj) => process.stdout.write(JSON.stringify(obj) + "\n");
-const socket = io(url, { transports, reconnection: false, upgrade: mode === "upgrade", timeout: 10000 });
+const options = { transports, reconnection: false, upgrade: mode === "upgrade", timeout: 10000 };
+if (auth) options.auth = JSON.parse(auth);
+const socket = io(url, options);
 
 socket.on("connect", () => out({ type: "connected", sid: socket.id, transport: socket.io.engine.transport.name }));
 socket.on("connect_error", (err) => out({ type: "error", message: String(err && err.message) }));

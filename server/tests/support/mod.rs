@@ -125,12 +125,24 @@ fn driver_command(kind: Kind) -> Command {
 }
 
 impl Client {
-    /// Connects a new client and waits until the server accepted it.
+    /// Connects a new legacy client and waits until the server accepted it.
     pub async fn connect(kind: Kind, url: &str, transport: Transport) -> Client {
+        Self::start(kind, url, transport, None).await
+    }
+
+    /// Connects the JS client as a chatroom client (protocol version in its CONNECT auth).
+    pub async fn connect_chatroom(url: &str, transport: Transport) -> Client {
+        Self::start(Kind::Js, url, transport, Some(json!({"v": 1}))).await
+    }
+
+    async fn start(kind: Kind, url: &str, transport: Transport, auth: Option<Value>) -> Client {
         let label = format!("{kind:?}/{}", transport.arg());
-        let mut child = driver_command(kind)
-            .arg(url)
-            .arg(transport.arg())
+        let mut command = driver_command(kind);
+        command.arg(url).arg(transport.arg());
+        if let Some(auth) = auth {
+            command.arg(auth.to_string());
+        }
+        let mut child = command
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -178,6 +190,13 @@ impl Client {
         self.emit("set_username", json!([name])).await;
     }
 
+    /// The next event from the server: its name and arguments.
+    pub async fn next_event(&mut self) -> (String, Value) {
+        let line = self.next_line().await;
+        assert_eq!(line["type"], "event", "{}: expected an event, got {line}", self.label);
+        (line["event"].as_str().unwrap_or_default().to_owned(), line["args"].clone())
+    }
+
     /// The next `message` string from the server.
     pub async fn next_message(&mut self) -> String {
         let line = self.next_line().await;
@@ -213,5 +232,106 @@ impl Client {
     pub async fn close(mut self) {
         self.command(json!({"op": "close"})).await;
         let _ = tokio::time::timeout(WAIT, self.child.wait()).await;
+    }
+}
+
+/// A TCP port on loopback that was free a moment ago.
+pub fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a free port");
+    listener.local_addr().expect("bound address").port()
+}
+
+/// Waits until something accepts TCP connections on `port`.
+pub async fn wait_for_port(port: u16, what: &str) {
+    for _ in 0..200 {
+        if tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("{what} did not listen on port {port}");
+}
+
+/// A redis-server of the test's own on a free loopback port, without persistence, so
+/// that a restart loses its data like a crashed cache would.
+pub struct RedisServer {
+    pub port: u16,
+    child: Option<Child>,
+}
+
+impl RedisServer {
+    /// Starts a new server.
+    pub async fn start() -> RedisServer {
+        let mut redis = RedisServer { port: free_port(), child: None };
+        redis.restart().await;
+        redis
+    }
+
+    /// Its URL.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    /// Starts it again on the same port (after [`RedisServer::stop`]).
+    pub async fn restart(&mut self) {
+        let child = Command::new("redis-server")
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("redis-server is installed (scripts/test.sh installs it)");
+        self.child = Some(child);
+        wait_for_port(self.port, "redis-server").await;
+    }
+
+    /// Stops it (SIGKILL: connections drop at once, nothing is saved).
+    pub async fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill().await;
+        }
+    }
+
+    /// A connection for checking what the nodes wrote.
+    pub async fn connection(&self) -> redis::aio::MultiplexedConnection {
+        redis::Client::open(self.url())
+            .expect("valid URL")
+            .get_multiplexed_async_connection()
+            .await
+            .expect("connect to the test's redis-server")
+    }
+}
+
+/// A chatroom node as its own process (the binary under test), in cluster mode.
+pub struct Node {
+    pub name: String,
+    pub port: u16,
+    child: Child,
+}
+
+impl Node {
+    /// Starts a node on a free port; `extra` are more command-line flags.
+    pub async fn spawn(redis_url: &str, name: &str, extra: &[&str]) -> Node {
+        let port = free_port();
+        let child = Command::new(env!("CARGO_BIN_EXE_server"))
+            .args(["--addr", &format!("127.0.0.1:{port}"), "--redis-url", redis_url, "--node-name", name])
+            .args(["--shutdown-timeout-secs", "2"])
+            .args(extra)
+            .current_dir(workspace_root())
+            .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()))
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start the server binary");
+        wait_for_port(port, name).await;
+        Node { name: name.to_owned(), port, child }
+    }
+
+    /// Its base URL.
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Ends it like a crash: no goodbye to anyone.
+    pub async fn kill9(&mut self) {
+        let _ = self.child.kill().await;
     }
 }
