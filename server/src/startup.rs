@@ -194,14 +194,18 @@ async fn cluster_chat(settings: &Settings, url: &RedisUrl) -> Result<(ChatServic
 /// Leptos's site settings (output name, site root) from cargo-leptos's environment, with
 /// the node's own listen address.
 fn site_options(settings: &Settings) -> Result<LeptosOptions, StartupError> {
-    let mut options = get_configuration(None).map_err(|err| StartupError::Site(err.to_string()))?.leptos_options;
+    // Only cargo-leptos builds carry the output name (Leptos complains on stderr without
+    // it); other builds, such as the tests', get the site's name here.
+    let built_by_cargo_leptos =
+        option_env!("LEPTOS_OUTPUT_NAME").is_some() || std::env::var_os("LEPTOS_OUTPUT_NAME").is_some();
+    let mut options = if built_by_cargo_leptos {
+        get_configuration(None).map_err(|err| StartupError::Site(err.to_string()))?.leptos_options
+    } else {
+        LeptosOptions::builder().output_name(SITE_NAME).build()
+    };
     options.site_addr = settings.addr;
     if let Some(root) = &settings.site_root {
         options.site_root = root.to_string_lossy().as_ref().into();
-    }
-    // Only cargo-leptos builds carry the output name; keep other builds (tests) usable.
-    if options.output_name.is_empty() {
-        options.output_name = SITE_NAME.into();
     }
     Ok(options)
 }
