@@ -91,6 +91,7 @@ for i in $(seq 1 "$nodes"); do wait_for "http://127.0.0.1:$((port + i))/" "node-
 
 cat >"$work/chatroom-upstreams.conf" <<EOF
 upstream chatroom_any {
+    least_conn;
 $upstream}
 upstream chatroom_sticky {
     ip_hash;

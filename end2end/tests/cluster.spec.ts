@@ -40,7 +40,7 @@ test.afterAll(async () => {
 });
 
 async function openOnNode(browser: Browser, avoid?: string): Promise<{ page: Page; node: string }> {
-  // Round robin decides the node; open again until it is not `avoid` (bounded).
+  // The load balancer picks the node; open again until it is not `avoid` (bounded).
   for (let attempt = 0; attempt < 8; attempt++) {
     const page = await (await browser.newContext()).newPage();
     await page.goto(url + "/");

@@ -77,7 +77,7 @@ async fn node_of(client: &mut Client) -> String {
 async fn nginx_spreads_websockets_pins_polling_and_carries_the_chat() {
     let cluster = Cluster::start().await;
 
-    // WebSocket-only clients need no stickiness: round robin reaches both nodes.
+    // WebSocket-only clients need no stickiness: they spread over both nodes.
     let mut nodes = HashSet::new();
     let mut ws_clients = Vec::new();
     for _ in 0..4 {
