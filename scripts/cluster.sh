@@ -85,6 +85,7 @@ for i in $(seq 1 "$nodes"); do
   "$ROOT/target/release/server" --addr "127.0.0.1:$node_port" --redis-url "$redis_url" --node-name "node-$i" \
     >"$work/node-$i.log" 2>&1 &
   pids+=($!)
+  echo $! >"$work/node-$i.pid"
   upstream+="    server 127.0.0.1:$node_port;"$'\n'
 done
 for i in $(seq 1 "$nodes"); do wait_for "http://127.0.0.1:$((port + i))/" "node-$i"; done

@@ -2,7 +2,7 @@
 //! reopened with backoff whenever it drops. Framing and heartbeats are in [`crate::sio`].
 
 use crate::page::ConnState;
-use crate::protocol::{ClientAuth, ClientEvent, PROTOCOL_VERSION, ServerEvent};
+use crate::protocol::{ClientAuth, ClientEvent, ServerEvent};
 use crate::sio::{Backoff, ClientSession, Step, encode_event};
 use futures::channel::mpsc::UnboundedReceiver;
 use futures::stream::{SplitSink, SplitStream};
@@ -20,17 +20,20 @@ pub fn socket_url() -> String {
 }
 
 /// Runs the connection in the background for the life of the page.
+/// `auth` is asked anew for each connection, so that it presents the latest position.
 pub fn spawn(
     url: String,
+    auth: impl Fn() -> ClientAuth + 'static,
     outbox: UnboundedReceiver<ClientEvent>,
     on_state: impl Fn(ConnState) + 'static,
     on_event: impl Fn(ServerEvent) + 'static,
 ) {
-    wasm_bindgen_futures::spawn_local(run(url, outbox, on_state, on_event));
+    wasm_bindgen_futures::spawn_local(run(url, auth, outbox, on_state, on_event));
 }
 
 async fn run(
     url: String,
+    auth: impl Fn() -> ClientAuth,
     mut outbox: UnboundedReceiver<ClientEvent>,
     on_state: impl Fn(ConnState),
     on_event: impl Fn(ServerEvent),
@@ -39,7 +42,8 @@ async fn run(
     let mut was_online = false;
     loop {
         on_state(if was_online { ConnState::Reconnecting } else { ConnState::Connecting });
-        let outcome = connect_once(&url, &mut outbox, &on_state, &on_event).await;
+        let auth = serde_json::to_value(auth()).unwrap_or_default();
+        let outcome = connect_once(&url, auth, &mut outbox, &on_state, &on_event).await;
         if outcome.reached_online {
             was_online = true;
             backoff.reset();
@@ -71,11 +75,11 @@ struct Outcome {
 
 async fn connect_once(
     url: &str,
+    auth: serde_json::Value,
     outbox: &mut UnboundedReceiver<ClientEvent>,
     on_state: &impl Fn(ConnState),
     on_event: &impl Fn(ServerEvent),
 ) -> Outcome {
-    let auth = serde_json::to_value(ClientAuth { v: PROTOCOL_VERSION }).unwrap_or_default();
     let mut session = ClientSession::with_auth(auth);
     let end = match WebSocket::open(url) {
         Err(err) => End::Dropped(err.to_string()),

@@ -3,7 +3,9 @@
 // Only the browser build feeds lines and states in; the server renders the empty page.
 #![cfg_attr(not(feature = "hydrate"), allow(dead_code))]
 
-use crate::protocol::{ClientEvent, ServerEvent};
+use crate::protocol::{
+    Backlog, BacklogKind, ClientAuth, ClientEvent, Notice, PROTOCOL_VERSION, RoomEvent, RoomLine, ServerEvent,
+};
 use crate::validation::{DEFAULT_MAX_MESSAGE_CHARS, MessageText, Refusal, Username};
 use futures::channel::mpsc::{UnboundedReceiver, UnboundedSender, unbounded};
 use leptos::ev::SubmitEvent;
@@ -44,11 +46,28 @@ impl ConnState {
     }
 }
 
+/// What a line in the log is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum LineKind {
+    /// Someone's chat line.
+    Chat,
+    /// A room notice (someone left).
+    Room,
+    /// Something for this page alone (welcome, confirmations).
+    Own,
+}
+
 /// One line in the message log.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Line {
     id: u64,
-    text: String,
+    kind: LineKind,
+    /// The legacy text ("ann: hi", "ann left the chatroom.").
+    body: String,
+    /// The server's time of a room event, as the reader's clock shows it.
+    time: Option<String>,
+    /// From the history sent on joining, not seen live.
+    history: bool,
 }
 
 /// Everything the page's handlers share.
@@ -57,10 +76,16 @@ struct Chat {
     state: RwSignal<ConnState>,
     lines: RwSignal<Vec<Line>>,
     next_line_id: StoredValue<u64>,
-    /// The name the server accepted from this page; sent again after a reconnect.
+    /// The name the server accepted; presented again when reconnecting.
     username: RwSignal<Option<Username>>,
+    /// A name this page asked for and the server has not answered yet.
+    pending_name: StoredValue<Option<String>>,
+    /// The position of the newest room event shown: a reconnect resumes after it.
+    last_pos: StoredValue<Option<String>>,
     /// The node serving this connection, from its `hello`.
     node: RwSignal<Option<String>>,
+    name_hint: RwSignal<Option<String>>,
+    message_hint: RwSignal<Option<String>>,
     outbox: StoredValue<UnboundedSender<ClientEvent>>,
 }
 
@@ -72,7 +97,11 @@ impl Chat {
             lines: RwSignal::new(Vec::new()),
             next_line_id: StoredValue::new(0),
             username: RwSignal::new(None),
+            pending_name: StoredValue::new(None),
+            last_pos: StoredValue::new(None),
             node: RwSignal::new(None),
+            name_hint: RwSignal::new(None),
+            message_hint: RwSignal::new(None),
             outbox: StoredValue::new(tx),
         };
         (chat, rx)
@@ -83,15 +112,46 @@ impl Chat {
         self.state.get_untracked() == ConnState::Online && self.outbox.with_value(|tx| tx.unbounded_send(event).is_ok())
     }
 
-    fn push_line(&self, text: String) {
+    /// The CONNECT auth of the next connection: who we are and what we saw last.
+    fn auth(&self) -> ClientAuth {
+        ClientAuth {
+            v: PROTOCOL_VERSION,
+            after: self.last_pos.get_value(),
+            name: self.username.get_untracked().map(|name| name.to_string()),
+        }
+    }
+
+    fn new_line(&self, kind: LineKind, body: String, time: Option<String>, history: bool) -> Line {
         let id = self.next_line_id.get_value();
         self.next_line_id.set_value(id + 1);
+        Line { id, kind, body, time, history }
+    }
+
+    fn room_line(&self, line: RoomLine, history: bool) -> Line {
+        // Lines arrive in the room's order, so the newest is the one to resume after.
+        self.last_pos.set_value(Some(line.pos));
+        let kind = match line.event {
+            RoomEvent::Chat { .. } => LineKind::Chat,
+            RoomEvent::Left { .. } => LineKind::Room,
+        };
+        self.new_line(kind, line.event.legacy_text(), Some(clock(line.ts)), history)
+    }
+
+    fn push(&self, new: Vec<Line>, replace: bool) {
         self.lines.update(|lines| {
-            lines.push(Line { id, text });
+            if replace {
+                lines.clear();
+            }
+            lines.extend(new);
             if lines.len() > MAX_LINES {
                 lines.drain(..lines.len() - MAX_LINES);
             }
         });
+    }
+
+    fn push_own(&self, text: String) {
+        let line = self.new_line(LineKind::Own, text, None, false);
+        self.push(vec![line], false);
     }
 
     fn on_state(&self, state: ConnState) {
@@ -99,19 +159,67 @@ impl Chat {
         if state != ConnState::Online {
             self.node.set(None);
         }
-        // A new connection is a new server session: tell it who we are again.
-        if state == ConnState::Online
-            && let Some(name) = self.username.get_untracked()
-        {
-            self.send(ClientEvent::SetUsername(name.to_string()));
-        }
     }
 
     fn on_event(&self, event: ServerEvent) {
         match event {
-            ServerEvent::Message(text) => self.push_line(text),
             ServerEvent::Hello(hello) => self.node.set(Some(hello.node)),
+            // The server greets fresh joins only, not resumed connections.
+            ServerEvent::Notice(Notice::Welcome { text }) => self.push_own(text),
+            ServerEvent::Notice(Notice::NameSet { name, text }) => {
+                let asked = self.pending_name.get_value().as_deref() == Some(name.as_str());
+                if let Ok(name) = Username::parse(&name) {
+                    self.username.set(Some(name));
+                }
+                // A name presented again after a reconnect needs no confirmation line.
+                if asked {
+                    self.pending_name.set_value(None);
+                    self.name_hint.set(None);
+                    self.message_hint.set(None);
+                    self.push_own(text);
+                }
+            }
+            ServerEvent::Notice(Notice::Refused { text }) => {
+                if self.pending_name.get_value().take().is_some() {
+                    self.pending_name.set_value(None);
+                    self.name_hint.set(Some(text));
+                } else {
+                    self.message_hint.set(Some(text));
+                }
+            }
+            ServerEvent::Backlog(Backlog { kind, lines }) => {
+                let history = kind != BacklogKind::Resume;
+                let mut new: Vec<Line> = Vec::with_capacity(lines.len() + 1);
+                if kind == BacklogKind::Reset {
+                    new.push(self.new_line(LineKind::Own, MISSED.to_owned(), None, false));
+                }
+                new.extend(lines.into_iter().map(|line| self.room_line(line, history)));
+                // After a gap the old lines cannot be continued: start over from the history.
+                self.push(new, kind == BacklogKind::Reset);
+            }
+            ServerEvent::Line(line) => {
+                let line = self.room_line(line, false);
+                self.push(vec![line], false);
+            }
+            ServerEvent::Message(text) => self.push_own(text),
         }
+    }
+}
+
+/// Shown when a reconnect came too late to catch up on everything missed.
+const MISSED: &str = "You were away too long to catch up on everything: here is the recent history.";
+
+/// `HH:MM` of a server time, on the reader's clock.
+fn clock(ts_ms: u64) -> String {
+    #[cfg(feature = "hydrate")]
+    {
+        let date = js_sys::Date::new(&wasm_bindgen::JsValue::from_f64(ts_ms as f64));
+        format!("{:02}:{:02}", date.get_hours(), date.get_minutes())
+    }
+    #[cfg(not(feature = "hydrate"))]
+    {
+        let minutes = ts_ms / 60_000;
+        format!("{:02}:{:02}", (minutes / 60) % 24, minutes % 60)
     }
 }
 
@@ -123,8 +231,7 @@ pub fn ChatPage() -> impl IntoView {
     let (chat, outbox_rx) = Chat::new();
     let name_draft = RwSignal::new(String::new());
     let message_draft = RwSignal::new(String::new());
-    let name_hint = RwSignal::new(None::<String>);
-    let message_hint = RwSignal::new(None::<String>);
+    let (name_hint, message_hint) = (chat.name_hint, chat.message_hint);
     let log_ref = NodeRef::<html::Div>::new();
 
     // Effects run only in the browser: this starts the connection after hydration.
@@ -148,11 +255,11 @@ pub fn ChatPage() -> impl IntoView {
         match Username::parse(&name_draft.get_untracked()) {
             Err(refusal) => name_hint.set(Some(refusal.to_string())),
             Ok(name) => {
+                chat.pending_name.set_value(Some(name.to_string()));
                 if chat.send(ClientEvent::SetUsername(name.to_string())) {
-                    chat.username.set(Some(name));
                     name_hint.set(None);
-                    message_hint.set(None);
                 } else {
+                    chat.pending_name.set_value(None);
                     name_hint.set(Some(NOT_CONNECTED.to_owned()));
                 }
             }
@@ -208,9 +315,7 @@ pub fn ChatPage() -> impl IntoView {
                 {move || name_hint.get()}
             </p>
             <div id="messages" role="log" aria-live="polite" node_ref=log_ref>
-                <For each=move || chat.lines.get() key=|line| line.id let:line>
-                    <div class="line">{line.text}</div>
-                </For>
+                <For each=move || chat.lines.get() key=|line| line.id children=render_line />
             </div>
             <form class="message-container" on:submit=send_message>
                 <input
@@ -231,10 +336,27 @@ pub fn ChatPage() -> impl IntoView {
     }
 }
 
+/// A log line: its time (room events), and its text, always as text.
+fn render_line(line: Line) -> impl IntoView {
+    let kind = match line.kind {
+        LineKind::Chat => "chat",
+        LineKind::Room => "room",
+        LineKind::Own => "own",
+    };
+    let history = if line.history { " history" } else { "" };
+    view! {
+        <div class=format!("line {kind}{history}")>
+            {line.time.map(|time| view! { <time class="time">{time}</time> })}
+            <span class="body">{line.body}</span>
+        </div>
+    }
+}
+
 #[cfg(feature = "hydrate")]
 fn start_connection(chat: Chat, outbox: UnboundedReceiver<ClientEvent>) {
     crate::client::spawn(
         crate::client::socket_url(),
+        move || chat.auth(),
         outbox,
         move |state| chat.on_state(state),
         move |event| chat.on_event(event),

@@ -26,6 +26,76 @@ pub const PROTOCOL_VERSION: u32 = 1;
 pub struct ClientAuth {
     /// The protocol version the client speaks.
     pub v: u32,
+    /// The position of the last room event the client saw: resume after it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after: Option<String>,
+    /// The name the client had: it is set again on the new connection.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+}
+
+/// Event name of one live room event for chatroom clients ([`RoomLine`]).
+pub const LINE: &str = "line";
+/// Event name of the room events a chatroom client missed or joins with ([`Backlog`]).
+pub const BACKLOG: &str = "backlog";
+/// Event name of what the server tells one chatroom client alone ([`Notice`]).
+pub const NOTICE: &str = "notice";
+
+/// A room event with its place in the room's one order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoomLine {
+    /// The room-wide position (`millis-seq`): resume after it.
+    pub pos: String,
+    /// Server time, milliseconds since the Unix epoch.
+    pub ts: u64,
+    /// What happened.
+    #[serde(flatten)]
+    pub event: RoomEvent,
+}
+
+/// What a [`Backlog`] holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BacklogKind {
+    /// The recent history, for a client that joins.
+    History,
+    /// Every event after the position the client presented, none left out.
+    Resume,
+    /// The presented position is older than the history the room keeps (or not a
+    /// position): events were missed, and this is the recent history instead.
+    Reset,
+}
+
+/// Room events sent on connecting, before any live [`RoomLine`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Backlog {
+    /// Which kind of backlog this is.
+    pub kind: BacklogKind,
+    /// The events, oldest first.
+    pub lines: Vec<RoomLine>,
+}
+
+/// A message to one chatroom client alone.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Notice {
+    /// Sent on connecting.
+    Welcome {
+        /// The greeting.
+        text: String,
+    },
+    /// The client's username was stored.
+    NameSet {
+        /// The name as stored (trimmed).
+        name: String,
+        /// The legacy confirmation text.
+        text: String,
+    },
+    /// An input of the client's was refused.
+    Refused {
+        /// Why, as the legacy text.
+        text: String,
+    },
 }
 
 /// The `hello` event's payload: which node serves this connection.
@@ -41,6 +111,15 @@ pub const WELCOME: &str = "Welcome to the chatroom!";
 /// The reply to a client whose username was stored.
 pub fn username_set(name: &str) -> String {
     format!("Your username is set to {name}")
+}
+
+impl Notice {
+    /// The text a legacy client gets for the same answer.
+    pub fn text(&self) -> &str {
+        match self {
+            Notice::Welcome { text } | Notice::NameSet { text, .. } | Notice::Refused { text } => text,
+        }
+    }
 }
 
 /// An event a client emits.
@@ -76,6 +155,12 @@ pub enum ServerEvent {
     Message(String),
     /// `hello` with the serving node, for chatroom clients only.
     Hello(Hello),
+    /// `backlog`: history or missed events, for chatroom clients only.
+    Backlog(Backlog),
+    /// `line`: one live room event, for chatroom clients only.
+    Line(RoomLine),
+    /// `notice`: a message to this client alone, for chatroom clients only.
+    Notice(Notice),
 }
 
 impl ServerEvent {
@@ -84,6 +169,9 @@ impl ServerEvent {
         match self {
             ServerEvent::Message(_) => MESSAGE,
             ServerEvent::Hello(_) => HELLO,
+            ServerEvent::Backlog(_) => BACKLOG,
+            ServerEvent::Line(_) => LINE,
+            ServerEvent::Notice(_) => NOTICE,
         }
     }
 }
@@ -174,6 +262,9 @@ impl Serialize for ServerEvent {
         match self {
             ServerEvent::Message(text) => serialize_event(serializer, MESSAGE, text),
             ServerEvent::Hello(hello) => serialize_event(serializer, HELLO, hello),
+            ServerEvent::Backlog(backlog) => serialize_event(serializer, BACKLOG, backlog),
+            ServerEvent::Line(line) => serialize_event(serializer, LINE, line),
+            ServerEvent::Notice(notice) => serialize_event(serializer, NOTICE, notice),
         }
     }
 }
@@ -184,7 +275,10 @@ impl<'de> Deserialize<'de> for ServerEvent {
         match name.as_str() {
             MESSAGE => Ok(ServerEvent::Message(string_arg(arg)?)),
             HELLO => serde_json::from_value(arg).map(ServerEvent::Hello).map_err(de::Error::custom),
-            other => Err(de::Error::unknown_variant(other, &[MESSAGE, HELLO])),
+            BACKLOG => serde_json::from_value(arg).map(ServerEvent::Backlog).map_err(de::Error::custom),
+            LINE => serde_json::from_value(arg).map(ServerEvent::Line).map_err(de::Error::custom),
+            NOTICE => serde_json::from_value(arg).map(ServerEvent::Notice).map_err(de::Error::custom),
+            other => Err(de::Error::unknown_variant(other, &[MESSAGE, HELLO, BACKLOG, LINE, NOTICE])),
         }
     }
 }
@@ -227,7 +321,34 @@ mod tests {
         let json = serde_json::to_string(&ev).unwrap();
         assert_eq!(json, r#"["hello",{"node":"node-1"}]"#);
         assert_eq!(serde_json::from_str::<ServerEvent>(&json).unwrap(), ev);
-        assert_eq!(serde_json::to_string(&ClientAuth { v: PROTOCOL_VERSION }).unwrap(), r#"{"v":1}"#);
+        let auth = ClientAuth { v: PROTOCOL_VERSION, after: None, name: None };
+        assert_eq!(serde_json::to_string(&auth).unwrap(), r#"{"v":1}"#);
+    }
+
+    #[test]
+    fn structured_events_have_documented_shapes() {
+        let line = RoomLine {
+            pos: "1700000000000-0".into(),
+            ts: 1_700_000_000_000,
+            event: RoomEvent::Chat { author: "ann".into(), text: "hi".into() },
+        };
+        let ev = ServerEvent::Line(line.clone());
+        let json = serde_json::to_string(&ev).unwrap();
+        assert_eq!(
+            json,
+            r#"["line",{"pos":"1700000000000-0","ts":1700000000000,"kind":"chat","author":"ann","text":"hi"}]"#
+        );
+        assert_eq!(serde_json::from_str::<ServerEvent>(&json).unwrap(), ev);
+        let ev = ServerEvent::Backlog(Backlog { kind: BacklogKind::Reset, lines: vec![line] });
+        let json = serde_json::to_string(&ev).unwrap();
+        assert!(json.starts_with(r#"["backlog",{"kind":"reset","lines":[{"pos""#), "{json}");
+        assert_eq!(serde_json::from_str::<ServerEvent>(&json).unwrap(), ev);
+        let ev = ServerEvent::Notice(Notice::Refused { text: "no".into() });
+        let json = serde_json::to_string(&ev).unwrap();
+        assert_eq!(json, r#"["notice",{"kind":"refused","text":"no"}]"#);
+        assert_eq!(serde_json::from_str::<ServerEvent>(&json).unwrap(), ev);
+        let auth: ClientAuth = serde_json::from_str(r#"{"v":1,"after":"5-1","name":"ann"}"#).unwrap();
+        assert_eq!((auth.after.as_deref(), auth.name.as_deref()), (Some("5-1"), Some("ann")));
     }
 
     #[test]

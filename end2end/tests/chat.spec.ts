@@ -27,7 +27,7 @@ async function setName(page: Page, name: string) {
 }
 
 function lines(page: Page) {
-  return page.locator("#messages .line");
+  return page.locator("#messages .line .body");
 }
 
 test("the page connects and shows the state as online", async ({ browser }) => {
@@ -138,5 +138,24 @@ test("the message box follows the newest line", async ({ browser }) => {
   await expect(lines(page).last()).toHaveText("scroller: line 39");
   const gap = await page.locator("#messages").evaluate((el) => el.scrollHeight - el.scrollTop - el.clientHeight);
   expect(gap).toBeLessThanOrEqual(2);
+  await page.context().close();
+});
+
+test("a reloaded page shows the recent history, with times, marked as history", async ({ browser }) => {
+  const page = await openChat(browser);
+  await setName(page, "historian");
+  for (const text of ["first words", "second words"]) {
+    await page.locator("#myMessage").fill(text);
+    await page.locator("#myMessage").press("Enter");
+    await expect(page.getByText(`historian: ${text}`, { exact: true })).toBeVisible();
+  }
+  await page.reload();
+  await expect(page.locator("#status")).toHaveAttribute("data-state", "online");
+  for (const text of ["first words", "second words"]) {
+    const line = page.locator("#messages .line.history", { hasText: `historian: ${text}` });
+    await expect(line).toHaveCount(1);
+    await expect(line.locator("time")).toHaveText(/^\d\d:\d\d$/);
+  }
+  await expect(page.getByText("Welcome to the chatroom!", { exact: true })).toHaveCount(1);
   await page.context().close();
 });

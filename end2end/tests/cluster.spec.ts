@@ -1,5 +1,6 @@
 import { Browser, Page, expect, test } from "@playwright/test";
 import { ChildProcess, spawn } from "node:child_process";
+import { readFileSync } from "node:fs";
 import * as path from "node:path";
 import { freePort } from "./server";
 
@@ -9,9 +10,10 @@ import { freePort } from "./server";
 const root = path.resolve(__dirname, "..", "..");
 let cluster: ChildProcess;
 let url: string;
+let port: number;
 
 test.beforeAll(async () => {
-  const port = await freePort();
+  port = await freePort();
   const redisPort = await freePort();
   cluster = spawn(
     "bash",
@@ -75,4 +77,36 @@ test("two people on two nodes behind nginx chat both ways and see each other lea
   await bob.page.context().close();
   await expect(alice.page.getByText("bob left the chatroom.", { exact: true })).toBeVisible();
   await alice.page.context().close();
+});
+
+test("a page whose node is killed comes back on the other node with what it missed, once", async ({ browser }) => {
+  const watcher = await openOnNode(browser);
+  const talker = await openOnNode(browser, watcher.node);
+  await talker.page.locator("#username").fill("talker");
+  await talker.page.getByRole("button", { name: "Set as Username" }).click();
+  await expect(talker.page.getByText("Your username is set to talker", { exact: true })).toBeVisible();
+  const say = async (text: string) => {
+    await talker.page.locator("#myMessage").fill(text);
+    await talker.page.locator("#myMessage").press("Enter");
+    await expect(talker.page.getByText(`talker: ${text}`, { exact: true })).toBeVisible();
+  };
+  await say("before the crash");
+  await expect(watcher.page.getByText("talker: before the crash", { exact: true })).toBeVisible();
+
+  // kill -9 the watcher's node; the talker (on the other node) keeps talking.
+  const nodePid = Number(readFileSync(path.join(root, "target", `cluster-${port}`, `${watcher.node}.pid`), "utf8"));
+  process.kill(nodePid, "SIGKILL");
+  await expect(watcher.page.locator("#status")).toHaveAttribute("data-state", "reconnecting");
+  for (let i = 1; i <= 5; i++) await say(`while you were away ${i}`);
+
+  await expect(watcher.page.locator("#status")).toHaveAttribute("data-state", "online", { timeout: 20_000 });
+  await expect(watcher.page.locator("#node")).toContainText(`connected to ${talker.node}`);
+  for (let i = 1; i <= 5; i++) {
+    await expect(watcher.page.getByText(`talker: while you were away ${i}`, { exact: true })).toHaveCount(1);
+  }
+  await say("after the return");
+  await expect(watcher.page.getByText("talker: after the return", { exact: true })).toHaveCount(1);
+  await expect(watcher.page.getByText("talker: before the crash", { exact: true })).toHaveCount(1);
+  await watcher.page.context().close();
+  await talker.page.context().close();
 });

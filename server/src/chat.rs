@@ -2,8 +2,8 @@
 //! The Socket.IO handlers call these; tests call them directly.
 
 use crate::backend::memory::{MemoryBus, MemorySessions};
-use crate::backend::{BackendError, EventBus, Position, SessionStore};
-use app::protocol::RoomEvent;
+use crate::backend::{BackendError, Delivered, EventBus, Position, SessionStore};
+use app::protocol::{BacklogKind, RoomEvent};
 use app::validation::{MessageText, Refusal, Username};
 use backon::{ConstantBuilder, Retryable};
 use serde_json::Value;
@@ -16,18 +16,83 @@ const MEMORY_BUS_CAPACITY: usize = 10_000;
 /// A leave notice is retried every half second for up to 15 s.
 const LEAVE_RETRY: ConstantBuilder = ConstantBuilder::new().with_delay(Duration::from_millis(500)).with_max_times(30);
 
+/// How much of the room's past a joining client is shown.
+#[derive(Debug, Clone, Copy)]
+pub struct HistoryLimits {
+    /// At most this many events.
+    pub len: usize,
+    /// None older than this.
+    pub max_age: Duration,
+}
+
+impl Default for HistoryLimits {
+    fn default() -> Self {
+        Self { len: 500, max_age: Duration::from_secs(24 * 3600) }
+    }
+}
+
+/// Events read per page when a client resumes.
+const RESUME_PAGE: usize = 1_000;
+
 /// The chat service of one node, over a session store and an event bus.
 #[derive(Clone)]
 pub struct ChatService {
     sessions: Arc<dyn SessionStore>,
     bus: Arc<dyn EventBus>,
     max_message_chars: usize,
+    history: HistoryLimits,
 }
 
 impl ChatService {
     /// A service over the given backends.
     pub fn new(sessions: Arc<dyn SessionStore>, bus: Arc<dyn EventBus>, max_message_chars: usize) -> Self {
-        Self { sessions, bus, max_message_chars }
+        Self { sessions, bus, max_message_chars, history: HistoryLimits::default() }
+    }
+
+    /// The same service showing `history` to joining clients.
+    pub fn with_history(self, history: HistoryLimits) -> Self {
+        Self { history, ..self }
+    }
+
+    /// What a chatroom client gets on connecting: every event after the position it
+    /// presents (`Resume`), or the recent history when it presents none (`History`) or
+    /// one the room no longer holds events after (`Reset`). The position returned is the
+    /// one resumed after, when there was one.
+    pub async fn backlog(
+        &self,
+        after: Option<&str>,
+    ) -> Result<(BacklogKind, Vec<Delivered>, Option<Position>), BackendError> {
+        let Some(after) = after else { return Ok((BacklogKind::History, self.history().await?, None)) };
+        let Ok(after) = after.parse::<Position>() else {
+            return Ok((BacklogKind::Reset, self.history().await?, None));
+        };
+        let mut missed: Vec<Delivered> = Vec::new();
+        loop {
+            let from = missed.last().map(|d| d.position).unwrap_or(after);
+            match self.bus.range_after(from, RESUME_PAGE).await {
+                Ok(page) => {
+                    let full = page.len() == RESUME_PAGE;
+                    missed.extend(page);
+                    if !full {
+                        return Ok((BacklogKind::Resume, missed, Some(after)));
+                    }
+                }
+                Err(BackendError::Trimmed { .. }) => return Ok((BacklogKind::Reset, self.history().await?, None)),
+                Err(err) => return Err(err),
+            }
+        }
+    }
+
+    /// The recent events within the history limits, oldest first.
+    async fn history(&self) -> Result<Vec<Delivered>, BackendError> {
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
+        let oldest_ms = now_ms.saturating_sub(self.history.max_age.as_millis() as u64);
+        let mut recent = self.bus.recent(self.history.len).await?;
+        recent.retain(|d| d.position.ms >= oldest_ms);
+        Ok(recent)
     }
 
     /// A single-node service with in-memory state.
@@ -121,6 +186,42 @@ mod tests {
             next_events(&chat, Position::default()).await,
             [RoomEvent::Chat { author: "ann".into(), text: "hi <b>".into() }]
         );
+    }
+
+    #[tokio::test]
+    async fn a_joining_client_gets_history_and_a_returning_one_what_it_missed() {
+        let chat = ChatService::in_memory(100).with_history(HistoryLimits { len: 2, max_age: Duration::from_secs(60) });
+        let name = Username::parse("ann").unwrap();
+        let mut positions = Vec::new();
+        for n in 0..4 {
+            positions.push(chat.post(Some(&name), Some(&json!(n.to_string()))).await.unwrap());
+        }
+        let (kind, history, _) = chat.backlog(None).await.unwrap();
+        assert_eq!(kind, BacklogKind::History);
+        assert_eq!(history.iter().map(|d| d.position).collect::<Vec<_>>(), positions[2..]);
+
+        let after = positions[0].to_string();
+        let (kind, missed, resumed_after) = chat.backlog(Some(&after)).await.unwrap();
+        assert_eq!(kind, BacklogKind::Resume);
+        assert_eq!(missed.iter().map(|d| d.position).collect::<Vec<_>>(), positions[1..]);
+        assert_eq!(resumed_after, Some(positions[0]));
+
+        let newest = positions[3].to_string();
+        assert_eq!(chat.backlog(Some(&newest)).await.unwrap().1, []);
+        let (kind, lines, _) = chat.backlog(Some("not-a-position")).await.unwrap();
+        assert_eq!((kind, lines.len()), (BacklogKind::Reset, 2));
+    }
+
+    #[tokio::test]
+    async fn a_position_older_than_the_kept_events_gets_an_explicit_reset() {
+        let chat = ChatService::new(Arc::new(MemorySessions::default()), Arc::new(MemoryBus::new(3)), 100);
+        let name = Username::parse("ann").unwrap();
+        let first = chat.post(Some(&name), Some(&json!("0"))).await.unwrap();
+        for n in 1..6 {
+            chat.post(Some(&name), Some(&json!(n.to_string()))).await.unwrap();
+        }
+        let (kind, lines, resumed_after) = chat.backlog(Some(&first.to_string())).await.unwrap();
+        assert_eq!((kind, lines.len(), resumed_after), (BacklogKind::Reset, 3, None));
     }
 
     #[tokio::test]

@@ -59,10 +59,20 @@ pub struct Settings {
           value_parser = clap::value_parser!(u64).range(3..=3_600))]
     pub session_ttl_secs: u64,
 
-    /// Room events kept in the Redis stream (approximately).
+    /// Room events kept for clients that resume (in the Redis stream, approximately, or in memory).
     #[arg(long, env = "CHATROOM_STREAM_MAX_LEN", default_value_t = 10_000,
           value_parser = clap::value_parser!(u64).range(100..=10_000_000))]
     pub stream_max_len: u64,
+
+    /// Room events a joining chatroom client is shown.
+    #[arg(long, env = "CHATROOM_HISTORY_LEN", default_value_t = 500,
+          value_parser = clap::value_parser!(u64).range(0..=10_000))]
+    pub history_len: u64,
+
+    /// Age in seconds beyond which room events are not shown as history.
+    #[arg(long, env = "CHATROOM_HISTORY_MAX_AGE_SECS", default_value_t = 86_400,
+          value_parser = clap::value_parser!(u64).range(1..=31_536_000))]
+    pub history_max_age_secs: u64,
 
     /// Folder holding the built site (`pkg/` and the public files); defaults to Leptos's
     /// `LEPTOS_SITE_ROOT` or `target/site`, relative to the working directory.
@@ -140,6 +150,8 @@ pub enum ConfigError {
          of up to 6 bytes each (a JSON escape) plus framing: raise it to at least {needed}"
     )]
     PayloadTooSmallForMessages { payload: u64, chars: u32, needed: u64 },
+    #[error("--stream-max-len ({stream}) must keep at least --history-len ({history}) events")]
+    StreamShorterThanHistory { stream: u64, history: u64 },
 }
 
 /// Room for the event name, quotes and escapes around a message's text.
@@ -166,6 +178,12 @@ impl Settings {
                 needed,
             });
         }
+        if self.stream_max_len < self.history_len {
+            return Err(ConfigError::StreamShorterThanHistory {
+                stream: self.stream_max_len,
+                history: self.history_len,
+            });
+        }
         Ok(())
     }
 
@@ -177,6 +195,14 @@ impl Settings {
     /// The heartbeat answer timeout.
     pub fn ping_timeout(&self) -> Duration {
         Duration::from_secs(self.ping_timeout_secs)
+    }
+
+    /// What a joining client is shown.
+    pub fn history(&self) -> crate::chat::HistoryLimits {
+        crate::chat::HistoryLimits {
+            len: self.history_len as usize,
+            max_age: Duration::from_secs(self.history_max_age_secs),
+        }
     }
 
     /// How long a session record outlives its last refresh.

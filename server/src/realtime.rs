@@ -1,20 +1,31 @@
-//! Socket.IO wiring: the legacy event contract on top of [`ChatService`].
+//! Socket.IO wiring: the event contract on top of [`ChatService`].
 //!
 //! socketioxide runs every event handler in a task of its own, so two messages from one
 //! client could be handled out of order. Here each handler only queues the event, in
 //! the order it arrived, and one task per connection handles the queue in that order.
-//! Room events reach clients only through the bus: [`deliver_room_events`] reads it and
-//! writes each event to every local client, so every client sees the bus's one order.
+//!
+//! Room events reach clients only through the bus: [`Realtime::deliver_room_events`]
+//! reads it and writes each event to every member of this node, so every client sees
+//! the bus's one order. Legacy clients get the legacy strings; chatroom clients get
+//! structured lines, and first their backlog (history, or what they missed). While a
+//! chatroom client's backlog is read, live events for it are held back and then sent
+//! after the backlog, skipping any the backlog already had: no gap and no duplicate at
+//! the seam, because positions are totally ordered.
 
-use crate::backend::{BackendError, EventBus, Position};
+use crate::backend::{BackendError, Delivered, Position};
 use crate::chat::ChatService;
-use app::protocol::{ClientAuth, HELLO, Hello, MESSAGE, SET_USERNAME, WELCOME, username_set};
+use app::protocol::{
+    BACKLOG, Backlog, BacklogKind, ClientAuth, HELLO, Hello, LINE, MESSAGE, NOTICE, Notice, RoomLine, SET_USERNAME,
+    WELCOME, username_set,
+};
 use app::validation::{Refusal, Username};
+use serde::Serialize;
 use serde_json::Value;
 use socketioxide::extract::{SocketRef, TryData};
-use socketioxide::socket::DisconnectReason;
+use socketioxide::socket::{DisconnectReason, Sid};
 use socketioxide::{SendError, SocketError, SocketIo};
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 use std::time::Duration;
 use tokio::sync::{Notify, mpsc};
 use tokio_util::task::TaskTracker;
@@ -27,8 +38,126 @@ const DELIVERY_BATCH: usize = 256;
 /// An event from a client, queued for its connection's task.
 #[derive(Debug)]
 enum Inbound {
+    /// A chatroom client joined: send its backlog, then take the name it presented.
+    Join {
+        after: Option<String>,
+        name: Option<String>,
+    },
     SetUsername(Option<Value>),
     Message(Option<Value>),
+}
+
+/// Where a chatroom client stands in the room's order.
+#[derive(Debug, Default)]
+struct Cursor {
+    /// The newest event it was sent.
+    last_sent: Position,
+    /// Live events held back while its backlog is read; `None` once it is live.
+    held: Option<Vec<Delivered>>,
+}
+
+/// How a connection receives room events.
+#[derive(Debug)]
+enum Feed {
+    /// `message` strings.
+    Legacy,
+    /// `backlog` then `line` events.
+    Structured(Mutex<Cursor>),
+}
+
+/// A connection of this node that receives room events.
+struct Member {
+    socket: SocketRef,
+    feed: Feed,
+}
+
+impl Member {
+    fn cursor(cursor: &Mutex<Cursor>) -> MutexGuard<'_, Cursor> {
+        // Each change under this lock is a single field write: a poisoned lock is still consistent.
+        cursor.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Writes one room event to this connection.
+    fn deliver(&self, delivered: &Delivered, legacy: &str, line: &RoomLine) {
+        match &self.feed {
+            Feed::Legacy => self.send_room_event(MESSAGE, legacy),
+            Feed::Structured(cursor) => {
+                let mut cursor = Self::cursor(cursor);
+                if let Some(held) = cursor.held.as_mut() {
+                    held.push(delivered.clone());
+                } else if delivered.position > cursor.last_sent {
+                    cursor.last_sent = delivered.position;
+                    self.send_room_event(LINE, line);
+                }
+            }
+        }
+    }
+
+    /// Sends the backlog, then the live events held meanwhile that it did not contain.
+    fn catch_up(&self, kind: BacklogKind, backlog: Vec<Delivered>, resumed_after: Option<Position>) {
+        let Feed::Structured(cursor) = &self.feed else { return };
+        let mut cursor = Self::cursor(cursor);
+        cursor.last_sent = backlog.last().map(|d| d.position).or(resumed_after).unwrap_or_default();
+        let lines = backlog.iter().map(room_line).collect();
+        self.send_room_event(BACKLOG, &Backlog { kind, lines });
+        for delivered in cursor.held.take().unwrap_or_default() {
+            if delivered.position > cursor.last_sent {
+                cursor.last_sent = delivered.position;
+                self.send_room_event(LINE, &room_line(&delivered));
+            }
+        }
+    }
+
+    fn send_room_event<T: Serialize + ?Sized>(&self, event: &str, data: &T) {
+        match self.socket.emit(event, data) {
+            Ok(()) => {}
+            Err(SendError::Socket(SocketError::InternalChannelFull)) => {
+                // Skipping a line for this client would leave a silent hole in its chat:
+                // disconnect it instead, so it knows and can come back.
+                tracing::warn!(sid = %self.socket.id, "client too slow, its queue is full: disconnecting it");
+                let _ = self.socket.clone().disconnect();
+            }
+            Err(SendError::Socket(SocketError::Closed)) => {}
+            Err(err) => tracing::warn!(sid = %self.socket.id, %err, "a room event was not written to a client"),
+        }
+    }
+
+    /// Answers this client alone: its text for a legacy client, the notice for a chatroom client.
+    fn reply(&self, notice: Notice) {
+        let sent = match self.feed {
+            Feed::Legacy => self.socket.emit(MESSAGE, notice.text()),
+            Feed::Structured(_) => self.socket.emit(NOTICE, &notice),
+        };
+        if let Err(err) = sent {
+            tracing::debug!(sid = %self.socket.id, %err, "reply not sent: the client is gone");
+        }
+    }
+
+    fn refuse(&self, refusal: &Refusal) {
+        self.reply(Notice::Refused { text: refusal.to_string() });
+    }
+}
+
+fn room_line(delivered: &Delivered) -> RoomLine {
+    RoomLine { pos: delivered.position.to_string(), ts: delivered.position.ms, event: delivered.event.clone() }
+}
+
+/// The connections of this node that receive room events.
+#[derive(Clone, Default)]
+struct Members(Arc<RwLock<HashMap<Sid, Arc<Member>>>>);
+
+impl Members {
+    fn insert(&self, member: Arc<Member>) {
+        self.0.write().unwrap_or_else(PoisonError::into_inner).insert(member.socket.id, member);
+    }
+
+    fn remove(&self, sid: Sid) {
+        self.0.write().unwrap_or_else(PoisonError::into_inner).remove(&sid);
+    }
+
+    fn snapshot(&self) -> Vec<Arc<Member>> {
+        self.0.read().unwrap_or_else(PoisonError::into_inner).values().cloned().collect()
+    }
 }
 
 /// What every connection's handlers share.
@@ -36,6 +165,7 @@ enum Inbound {
 pub struct Realtime {
     chat: Arc<ChatService>,
     node: Arc<str>,
+    members: Members,
     /// The connection tasks, so that shutdown can wait for their sessions to close.
     tasks: TaskTracker,
 }
@@ -43,7 +173,7 @@ pub struct Realtime {
 impl Realtime {
     /// Handlers over `chat`, on the node named `node`.
     pub fn new(chat: Arc<ChatService>, node: &str) -> Self {
-        Self { chat, node: node.into(), tasks: TaskTracker::new() }
+        Self { chat, node: node.into(), members: Members::default(), tasks: TaskTracker::new() }
     }
 
     /// Installs the default namespace's handlers.
@@ -65,37 +195,82 @@ impl Realtime {
     fn on_connect(&self, socket: SocketRef, auth: Option<Value>) {
         let (inbox, queue) = mpsc::channel(INBOX_CAPACITY);
         let gone = Arc::new(Notify::new());
-        reply(&socket, WELCOME);
         // Only clients that announce a protocol version get more than the legacy strings.
         let auth = auth.and_then(|auth| serde_json::from_value::<ClientAuth>(auth).ok());
-        if auth.is_some() {
-            let hello = Hello { node: self.node.to_string() };
-            if let Err(err) = socket.emit(HELLO, &hello) {
-                tracing::debug!(sid = %socket.id, %err, "hello not sent: the client is gone");
+        let feed = match &auth {
+            None => Feed::Legacy,
+            // Held back from the start: its backlog is read next, by its task.
+            Some(_) => Feed::Structured(Mutex::new(Cursor { held: Some(Vec::new()), ..Cursor::default() })),
+        };
+        let member = Arc::new(Member { socket: socket.clone(), feed });
+        self.members.insert(member.clone());
+        match auth {
+            None => member.reply(welcome()),
+            Some(auth) => {
+                let hello = Hello { node: self.node.to_string() };
+                if let Err(err) = socket.emit(HELLO, &hello) {
+                    tracing::debug!(sid = %socket.id, %err, "hello not sent: the client is gone");
+                }
+                let _ = inbox.try_send(Inbound::Join { after: auth.after, name: auth.name });
             }
         }
-        install_handlers(&socket, inbox, gone.clone());
-        self.tasks.spawn(serve_connection(socket, self.chat.clone(), queue, gone));
+        self.install_handlers(&socket, inbox, gone.clone());
+        self.tasks.spawn(serve_connection(member, self.chat.clone(), queue, gone));
+    }
+
+    fn install_handlers(&self, socket: &SocketRef, inbox: mpsc::Sender<Inbound>, gone: Arc<Notify>) {
+        socket.on(SET_USERNAME, {
+            let inbox = inbox.clone();
+            move |socket: SocketRef, TryData(data): TryData<Value>| {
+                enqueue(&socket, &inbox, Inbound::SetUsername(data.ok()));
+                async {}
+            }
+        });
+        socket.on(MESSAGE, move |socket: SocketRef, TryData(data): TryData<Value>| {
+            enqueue(&socket, &inbox, Inbound::Message(data.ok()));
+            async {}
+        });
+        let members = self.members.clone();
+        socket.on_disconnect(move |socket: SocketRef, reason: DisconnectReason| {
+            tracing::debug!(sid = %socket.id, %reason, "client disconnected");
+            members.remove(socket.id);
+            gone.notify_one();
+            async {}
+        });
+    }
+
+    /// Reads the room's bus from its current end and writes every event, in order, to
+    /// every member of this node. Runs for the life of the node.
+    pub async fn deliver_room_events(self) {
+        let bus = self.chat.bus().clone();
+        let mut after = read_tail(&self.chat).await;
+        loop {
+            match bus.read_after(after, DELIVERY_BATCH).await {
+                Ok(batch) => {
+                    for delivered in batch {
+                        let legacy = delivered.event.legacy_text();
+                        let line = room_line(&delivered);
+                        for member in self.members.snapshot() {
+                            member.deliver(&delivered, &legacy, &line);
+                        }
+                        after = delivered.position;
+                    }
+                }
+                Err(BackendError::Trimmed { after: missed_from, oldest }) => {
+                    tracing::error!(%missed_from, %oldest, "delivery fell behind the bus; events in between were lost to this node's clients");
+                    after = read_tail(&self.chat).await;
+                }
+                Err(err) => {
+                    tracing::warn!(%err, "cannot read the bus; retrying");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            }
+        }
     }
 }
 
-fn install_handlers(socket: &SocketRef, inbox: mpsc::Sender<Inbound>, gone: Arc<Notify>) {
-    socket.on(SET_USERNAME, {
-        let inbox = inbox.clone();
-        move |socket: SocketRef, TryData(data): TryData<Value>| {
-            enqueue(&socket, &inbox, Inbound::SetUsername(data.ok()));
-            async {}
-        }
-    });
-    socket.on(MESSAGE, move |socket: SocketRef, TryData(data): TryData<Value>| {
-        enqueue(&socket, &inbox, Inbound::Message(data.ok()));
-        async {}
-    });
-    socket.on_disconnect(move |socket: SocketRef, reason: DisconnectReason| {
-        tracing::debug!(sid = %socket.id, %reason, "client disconnected");
-        gone.notify_one();
-        async {}
-    });
+fn welcome() -> Notice {
+    Notice::Welcome { text: WELCOME.to_owned() }
 }
 
 fn enqueue(socket: &SocketRef, inbox: &mpsc::Sender<Inbound>, event: Inbound) {
@@ -103,7 +278,9 @@ fn enqueue(socket: &SocketRef, inbox: &mpsc::Sender<Inbound>, event: Inbound) {
         Ok(()) => {}
         Err(mpsc::error::TrySendError::Full(_)) => {
             tracing::warn!(sid = %socket.id, "client sends faster than it is served; event refused");
-            reply(socket, &Refusal::Busy.to_string());
+            if let Err(err) = socket.emit(MESSAGE, &Refusal::Busy.to_string()) {
+                tracing::debug!(sid = %socket.id, %err, "refusal not sent: the client is gone");
+            }
         }
         // The connection task has finished: the socket is closing.
         Err(mpsc::error::TrySendError::Closed(_)) => {}
@@ -112,12 +289,12 @@ fn enqueue(socket: &SocketRef, inbox: &mpsc::Sender<Inbound>, event: Inbound) {
 
 /// Handles one connection's events in arrival order, then closes its session.
 async fn serve_connection(
-    socket: SocketRef,
+    member: Arc<Member>,
     chat: Arc<ChatService>,
     mut queue: mpsc::Receiver<Inbound>,
     gone: Arc<Notify>,
 ) {
-    let sid = socket.id.to_string();
+    let sid = member.socket.id.to_string();
     if let Err(err) = chat.open_session(&sid).await {
         tracing::warn!(%sid, %err, "could not record the session");
     }
@@ -126,94 +303,64 @@ async fn serve_connection(
     loop {
         tokio::select! {
             biased;
-            Some(event) = queue.recv() => handle(&socket, &chat, &mut username, event).await,
+            Some(event) = queue.recv() => handle(&member, &chat, &mut username, event).await,
             () = gone.notified() => break,
         }
     }
     // Events that arrived before the disconnect still count, and come before the leave.
     while let Ok(event) = queue.try_recv() {
-        handle(&socket, &chat, &mut username, event).await;
+        handle(&member, &chat, &mut username, event).await;
     }
     if let Err(err) = chat.close_session(&sid, username.as_ref()).await {
         tracing::error!(%sid, %err, "could not close the session cleanly");
     }
 }
 
-async fn handle(socket: &SocketRef, chat: &ChatService, username: &mut Option<Username>, event: Inbound) {
+async fn handle(member: &Member, chat: &ChatService, username: &mut Option<Username>, event: Inbound) {
     match event {
-        Inbound::SetUsername(raw) => match chat.set_username(&socket.id.to_string(), raw.as_ref()).await {
-            Ok(name) => {
-                reply(socket, &username_set(name.as_str()));
-                *username = Some(name);
+        Inbound::Join { after, name } => {
+            let (kind, backlog, resumed_after) = match chat.backlog(after.as_deref()).await {
+                Ok(found) => found,
+                Err(err) => {
+                    // The client is told it may have missed events, rather than left guessing.
+                    tracing::warn!(sid = %member.socket.id, %err, "cannot read the backlog");
+                    (BacklogKind::Reset, Vec::new(), None)
+                }
+            };
+            member.catch_up(kind, backlog, resumed_after);
+            if after.is_none() {
+                member.reply(welcome());
             }
-            Err(refusal) => reply(socket, &refusal.to_string()),
-        },
+            if let Some(name) = name {
+                set_username(member, chat, username, Some(Value::String(name))).await;
+            }
+        }
+        Inbound::SetUsername(raw) => set_username(member, chat, username, raw).await,
         Inbound::Message(raw) => {
             if let Err(refusal) = chat.post(username.as_ref(), raw.as_ref()).await {
-                reply(socket, &refusal.to_string());
+                member.refuse(&refusal);
             }
         }
     }
 }
 
-/// Sends a `message` string to one client.
-fn reply(socket: &SocketRef, text: &str) {
-    if let Err(err) = socket.emit(MESSAGE, text) {
-        tracing::debug!(sid = %socket.id, %err, "reply not sent: the client is gone");
-    }
-}
-
-/// Reads the room's bus from its current end and writes every event, in order, to every
-/// client of this node. Runs for the life of the node.
-pub async fn deliver_room_events(io: SocketIo, bus: Arc<dyn EventBus>) {
-    let mut after = read_tail(bus.as_ref()).await;
-    loop {
-        match bus.read_after(after, DELIVERY_BATCH).await {
-            Ok(batch) => {
-                for delivered in batch {
-                    broadcast_local(&io, &delivered.event.legacy_text());
-                    after = delivered.position;
-                }
-            }
-            Err(BackendError::Trimmed { after: missed_from, oldest }) => {
-                tracing::error!(%missed_from, %oldest, "delivery fell behind the bus; events in between were lost to this node's clients");
-                after = read_tail(bus.as_ref()).await;
-            }
-            Err(err) => {
-                tracing::warn!(%err, "cannot read the bus; retrying");
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
+async fn set_username(member: &Member, chat: &ChatService, username: &mut Option<Username>, raw: Option<Value>) {
+    match chat.set_username(&member.socket.id.to_string(), raw.as_ref()).await {
+        Ok(name) => {
+            member.reply(Notice::NameSet { name: name.to_string(), text: username_set(name.as_str()) });
+            *username = Some(name);
         }
+        Err(refusal) => member.refuse(&refusal),
     }
 }
 
-async fn read_tail(bus: &dyn EventBus) -> Position {
+async fn read_tail(chat: &ChatService) -> Position {
     loop {
-        match bus.tail().await {
+        match chat.bus().tail().await {
             Ok(position) => return position,
             Err(err) => {
                 tracing::warn!(%err, "cannot find the end of the bus; retrying");
                 tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-        }
-    }
-}
-
-/// Writes one `message` string to every client connected to this node.
-fn broadcast_local(io: &SocketIo, text: &str) {
-    let Some(namespace) = io.of("/") else { return };
-    for socket in namespace.sockets() {
-        match socket.emit(MESSAGE, text) {
-            Ok(()) => {}
-            Err(SendError::Socket(SocketError::InternalChannelFull)) => {
-                // Skipping a line for this client would leave a silent hole in its chat:
-                // disconnect it instead, so it knows and can come back.
-                tracing::warn!(sid = %socket.id, "client too slow, its queue is full: disconnecting it");
-                let _ = socket.disconnect();
-            }
-            Err(SendError::Socket(SocketError::Closed)) => {}
-            Err(err) => {
-                tracing::warn!(sid = %socket.id, %err, "a room event was not written to a client")
             }
         }
     }

@@ -2,11 +2,12 @@
 //! delivery task, and a bounded graceful shutdown.
 
 use crate::backend::BackendError;
+use crate::backend::memory::{MemoryBus, MemorySessions};
 use crate::backend::redis::{RedisBus, RedisSessions};
 use crate::chat::ChatService;
 use crate::configuration::RedisUrl;
 use crate::configuration::Settings;
-use crate::realtime::{self, Realtime};
+use crate::realtime::Realtime;
 use app::shell;
 use axum::Router;
 use axum::routing::get;
@@ -66,7 +67,9 @@ impl Application {
         let chat = Arc::new(match &settings.redis_url {
             None => {
                 tracing::info!(node = %node_name, "single node with in-memory state");
-                ChatService::in_memory(settings.max_message_chars as usize)
+                let bus = Arc::new(MemoryBus::new(settings.stream_max_len as usize));
+                let sessions = Arc::new(MemorySessions::default());
+                ChatService::new(sessions, bus, settings.max_message_chars as usize).with_history(settings.history())
             }
             Some(url) => {
                 let (chat, keep_alive) = cluster_chat(&settings, url).await?;
@@ -85,7 +88,7 @@ impl Application {
             .build_layer();
         let realtime = Realtime::new(chat.clone(), &node_name);
         realtime.register(&io);
-        background.push(tokio::spawn(realtime::deliver_room_events(io.clone(), chat.bus().clone())));
+        background.push(tokio::spawn(realtime.clone().deliver_room_events()));
 
         // Leptos renders on the tokio runtime; a second call (tests) finds it set already.
         let _ = any_spawner::Executor::init_tokio();
@@ -188,7 +191,8 @@ async fn cluster_chat(settings: &Settings, url: &RedisUrl) -> Result<(ChatServic
         let sessions = sessions.clone();
         async move { sessions.keep_alive().await }
     });
-    Ok((ChatService::new(sessions, Arc::new(bus), settings.max_message_chars as usize), keep_alive))
+    let chat = ChatService::new(sessions, Arc::new(bus), settings.max_message_chars as usize);
+    Ok((chat.with_history(settings.history()), keep_alive))
 }
 
 /// Leptos's site settings (output name, site root) from cargo-leptos's environment, with

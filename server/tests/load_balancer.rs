@@ -67,7 +67,6 @@ impl Drop for Cluster {
 }
 
 async fn node_of(client: &mut Client) -> String {
-    client.next_message().await; // welcome
     let (event, args) = client.next_event().await;
     assert_eq!(event, "hello");
     args[0]["node"].as_str().expect("a node name").to_owned()
@@ -97,14 +96,16 @@ async fn nginx_spreads_websockets_pins_polling_and_carries_the_chat() {
     assert_eq!(polling_nodes.len(), 1, "polling clients went to several nodes: {polling_nodes:?}");
 
     // The chat crosses nodes through the load balancer, for every transport.
-    let mut ann = ws_clients.remove(0);
+    let mut ann = Client::connect(Kind::Js, &cluster.url, Transport::WebSocket).await;
     let mut others = vec![
-        ws_clients.remove(0),
+        Client::connect(Kind::Js, &cluster.url, Transport::WebSocket).await,
         Client::connect(Kind::Python, &cluster.url, Transport::Polling).await,
         Client::connect(Kind::Js, &cluster.url, Transport::Upgrade).await,
     ];
-    others[1].next_message().await;
-    others[2].next_message().await;
+    ann.next_message().await;
+    for other in &mut others {
+        other.next_message().await;
+    }
     ann.set_username("ann").await;
     assert_eq!(ann.next_message().await, "Your username is set to ann");
     ann.send("through nginx").await;

@@ -17,7 +17,15 @@ pub struct MemoryBus {
 #[derive(Default)]
 struct Ring {
     events: VecDeque<Delivered>,
-    last_seq: u64,
+    /// The newest position handed out.
+    last: Position,
+    /// The newest position no longer kept (like a Redis stream's `max-deleted-entry-id`).
+    max_deleted: Position,
+}
+
+/// Milliseconds since the Unix epoch.
+fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
 impl MemoryBus {
@@ -38,10 +46,9 @@ impl MemoryBus {
 
     fn events_after(&self, after: Position, max: usize) -> Result<Vec<Delivered>, BackendError> {
         let ring = self.ring();
-        if let Some(oldest) = ring.events.front()
-            && after.seq + 1 < oldest.position.seq
-        {
-            return Err(BackendError::Trimmed { after, oldest: oldest.position });
+        if after < ring.max_deleted {
+            let oldest = ring.events.front().map(|d| d.position).unwrap_or(ring.last);
+            return Err(BackendError::Trimmed { after, oldest });
         }
         let start = ring.events.partition_point(|d| d.position <= after);
         Ok(ring.events.range(start..).take(max).cloned().collect())
@@ -53,11 +60,19 @@ impl EventBus for MemoryBus {
     async fn publish(&self, event: RoomEvent) -> Result<Position, BackendError> {
         let position = {
             let mut ring = self.ring();
-            ring.last_seq += 1;
-            let position = Position { ms: 0, seq: ring.last_seq };
+            // Like a stream id: the time, and a sequence within the same millisecond.
+            let now = now_ms();
+            let position = if now > ring.last.ms {
+                Position { ms: now, seq: 0 }
+            } else {
+                Position { ms: ring.last.ms, seq: ring.last.seq + 1 }
+            };
+            ring.last = position;
             ring.events.push_back(Delivered { position, event });
-            if ring.events.len() > self.capacity {
-                ring.events.pop_front();
+            if ring.events.len() > self.capacity
+                && let Some(evicted) = ring.events.pop_front()
+            {
+                ring.max_deleted = evicted.position;
             }
             position
         };
@@ -67,6 +82,16 @@ impl EventBus for MemoryBus {
 
     async fn tail(&self) -> Result<Position, BackendError> {
         Ok(*self.newest.borrow())
+    }
+
+    async fn recent(&self, max: usize) -> Result<Vec<Delivered>, BackendError> {
+        let ring = self.ring();
+        let skip = ring.events.len().saturating_sub(max);
+        Ok(ring.events.iter().skip(skip).cloned().collect())
+    }
+
+    async fn range_after(&self, after: Position, max: usize) -> Result<Vec<Delivered>, BackendError> {
+        self.events_after(after, max)
     }
 
     async fn read_after(&self, after: Position, max: usize) -> Result<Vec<Delivered>, BackendError> {
@@ -134,8 +159,9 @@ mod tests {
             bus.publish(chat(n)).await.unwrap();
         }
         let all = bus.read_after(Position::default(), 100).await.unwrap();
-        let seqs: Vec<u64> = all.iter().map(|d| d.position.seq).collect();
-        assert_eq!(seqs, [1, 2, 3, 4, 5]);
+        assert_eq!(all.len(), 5);
+        assert!(all.windows(2).all(|w| w[0].position < w[1].position), "positions increase");
+        assert!(all[0].position.ms > 1_600_000_000_000, "positions carry the time");
         assert_eq!(all[2].event, chat(2));
         let tail = bus.read_after(all[2].position, 1).await.unwrap();
         assert_eq!(tail.len(), 1);
@@ -163,13 +189,17 @@ mod tests {
         for n in 0..6 {
             bus.publish(chat(n)).await.unwrap();
         }
+        let kept = bus.recent(10).await.unwrap();
+        assert_eq!(kept.iter().map(|d| d.event.clone()).collect::<Vec<_>>(), [chat(3), chat(4), chat(5)]);
         match bus.read_after(Position::default(), 10).await {
-            Err(BackendError::Trimmed { oldest, .. }) => assert_eq!(oldest.seq, 4),
+            Err(BackendError::Trimmed { oldest, .. }) => assert_eq!(oldest, kept[0].position),
             other => panic!("expected Trimmed, got {other:?}"),
         }
-        // Right before the oldest kept event is still readable without a gap.
-        let got = bus.read_after(Position { ms: 0, seq: 3 }, 10).await.unwrap();
-        assert_eq!(got.len(), 3);
+        // From the newest evicted event on, nothing is missing.
+        let newest_evicted = bus.ring().max_deleted;
+        assert_eq!(bus.range_after(newest_evicted, 10).await.unwrap(), kept);
+        assert_eq!(bus.recent(2).await.unwrap(), kept[1..]);
+        assert!(bus.range_after(kept[2].position, 10).await.unwrap().is_empty());
     }
 
     #[tokio::test]

@@ -67,6 +67,13 @@ pub trait EventBus: Send + Sync {
     /// The position of the newest event (the default position when there is none).
     async fn tail(&self) -> Result<Position, BackendError>;
 
+    /// The newest `max` events, oldest first.
+    async fn recent(&self, max: usize) -> Result<Vec<Delivered>, BackendError>;
+
+    /// Up to `max` events after `after`, oldest first, without waiting; `Trimmed` when
+    /// some events after `after` are no longer kept.
+    async fn range_after(&self, after: Position, max: usize) -> Result<Vec<Delivered>, BackendError>;
+
     /// Up to `max` events after `after`, oldest first; waits until there is at least one.
     async fn read_after(&self, after: Position, max: usize) -> Result<Vec<Delivered>, BackendError>;
 }

@@ -136,6 +136,36 @@ impl EventBus for RedisBus {
         }
     }
 
+    async fn recent(&self, max: usize) -> Result<Vec<Delivered>, BackendError> {
+        let newest: StreamRangeReply = redis::cmd("XREVRANGE")
+            .arg(STREAM_KEY)
+            .arg("+")
+            .arg("-")
+            .arg("COUNT")
+            .arg(max)
+            .query_async(&mut self.writer.clone())
+            .await
+            .map_err(unavailable)?;
+        Ok(newest.ids.iter().rev().filter_map(|e| decode_entry(&e.id, &e.map)).collect())
+    }
+
+    async fn range_after(&self, after: Position, max: usize) -> Result<Vec<Delivered>, BackendError> {
+        let mut conn = self.writer.clone();
+        if let Some(oldest) = self.trimmed_past(&mut conn, after).await? {
+            return Err(BackendError::Trimmed { after, oldest });
+        }
+        let range: StreamRangeReply = redis::cmd("XRANGE")
+            .arg(STREAM_KEY)
+            .arg(format!("({after}"))
+            .arg("+")
+            .arg("COUNT")
+            .arg(max)
+            .query_async(&mut conn)
+            .await
+            .map_err(unavailable)?;
+        Ok(range.ids.iter().filter_map(|e| decode_entry(&e.id, &e.map)).collect())
+    }
+
     async fn read_after(&self, mut after: Position, max: usize) -> Result<Vec<Delivered>, BackendError> {
         let mut conn = self.reader.lock().await;
         let result = async {

@@ -135,6 +135,11 @@ impl Client {
         Self::start(Kind::Js, url, transport, Some(json!({"v": 1}))).await
     }
 
+    /// Connects the JS client as a chatroom client with this CONNECT auth.
+    pub async fn connect_with_auth(url: &str, transport: Transport, auth: Value) -> Client {
+        Self::start(Kind::Js, url, transport, Some(auth)).await
+    }
+
     async fn start(kind: Kind, url: &str, transport: Transport, auth: Option<Value>) -> Client {
         let label = format!("{kind:?}/{}", transport.arg());
         let mut command = driver_command(kind);
