@@ -7,7 +7,7 @@ use redis::AsyncCommands;
 use serde_json::json;
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
-use support::{Client, Kind, Node, RedisServer, Transport};
+use support::{Client, Kind, Node, RedisServer, Transport, eventually};
 
 const QUIET: Duration = Duration::from_millis(300);
 const UNAVAILABLE: &str = "Failed to send the message: the chat service is unavailable, try again.";
@@ -18,22 +18,6 @@ async fn session_username(redis: &RedisServer, sid: &str) -> Option<String> {
 
 async fn session_ttl(redis: &RedisServer, sid: &str) -> i64 {
     redis.connection().await.ttl(format!("session:{sid}")).await.expect("TTL")
-}
-
-/// Polls `check` until it holds or `within` passes; returns how long it took.
-async fn eventually<F, Fut>(within: Duration, mut check: F) -> Option<Duration>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let start = Instant::now();
-    while start.elapsed() < within {
-        if check().await {
-            return Some(start.elapsed());
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    None
 }
 
 #[tokio::test]
@@ -48,7 +32,10 @@ async fn the_legacy_contract_holds_across_two_nodes() {
     assert_eq!(bob.next_message().await, "Welcome to the chatroom!");
 
     // The session hash exists from the connection on, with an empty name and a TTL.
-    assert_eq!(session_username(&redis, &ann.sid).await.as_deref(), Some(""));
+    let recorded = eventually(Duration::from_secs(5), || async {
+        session_username(&redis, &ann.sid).await.as_deref() == Some("")
+    });
+    assert!(recorded.await.is_some(), "no session hash for a new connection");
     assert!(session_ttl(&redis, &ann.sid).await > 0, "the session has a TTL");
 
     ann.send("too early").await;
@@ -79,7 +66,9 @@ async fn the_legacy_contract_holds_across_two_nodes() {
     let ann_sid = ann.sid.clone();
     ann.close().await;
     assert_eq!(bob.next_message().await, "ann left the chatroom.");
-    assert_eq!(session_username(&redis, &ann_sid).await, None);
+    let gone =
+        eventually(Duration::from_secs(5), || async { session_username(&redis, &ann_sid).await.is_none() }).await;
+    assert!(gone.is_some(), "the session hash outlived the leave");
     bob.close().await;
 }
 

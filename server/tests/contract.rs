@@ -6,7 +6,7 @@ mod support;
 
 use serde_json::json;
 use std::time::Duration;
-use support::{Client, Kind, Transport, spawn_app};
+use support::{Client, Kind, Transport, eventually, spawn_app};
 
 const QUIET: Duration = Duration::from_millis(300);
 
@@ -19,7 +19,12 @@ async fn legacy_contract(kind: Kind, transport: Transport) {
     // Connect: a welcome to that client only, and an unnamed session.
     let mut ann = Client::connect(kind, &url, transport).await;
     assert_eq!(ann.next_message().await, "Welcome to the chatroom!");
-    assert_eq!(app.chat.sessions().username(&ann.sid).await.unwrap().as_deref(), Some(""));
+    let sessions = app.chat.sessions().clone();
+    // The welcome is sent as the socket joins; the session record follows at once.
+    let recorded = eventually(Duration::from_secs(5), || async {
+        sessions.username(&ann.sid).await.unwrap().as_deref() == Some("")
+    });
+    assert!(recorded.await.is_some(), "no unnamed session for a new connection");
 
     // A message before a username: refused to the sender only.
     let mut bob = Client::connect(kind, &url, transport).await;
@@ -81,13 +86,15 @@ async fn legacy_contract(kind: Kind, transport: Transport) {
     let anon_sid = anon.sid.clone();
     anon.close().await;
     bob.expect_silence(QUIET).await;
-    assert_eq!(app.chat.sessions().username(&anon_sid).await.unwrap(), None);
+    let gone = eventually(Duration::from_secs(5), || async { sessions.username(&anon_sid).await.unwrap().is_none() });
+    assert!(gone.await.is_some(), "the unnamed session outlived its connection");
 
     // A named client's leave is announced to every remaining client; its session goes.
     let ann_sid = ann.sid.clone();
     ann.close().await;
     assert_eq!(bob.next_message().await, "Zoë 🦀 left the chatroom.");
-    assert_eq!(app.chat.sessions().username(&ann_sid).await.unwrap(), None);
+    let gone = eventually(Duration::from_secs(5), || async { sessions.username(&ann_sid).await.unwrap().is_none() });
+    assert!(gone.await.is_some(), "the named session outlived its leave");
     bob.close().await;
 }
 
