@@ -10,9 +10,6 @@ use serde_json::Value;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// How many events the in-memory bus keeps for its readers.
-const MEMORY_BUS_CAPACITY: usize = 10_000;
-
 /// A leave notice is retried every half second for up to 15 s.
 const LEAVE_RETRY: ConstantBuilder = ConstantBuilder::new().with_delay(Duration::from_millis(500)).with_max_times(30);
 
@@ -96,8 +93,9 @@ impl ChatService {
     }
 
     /// A single-node service with in-memory state.
-    pub fn in_memory(max_message_chars: usize) -> Self {
-        Self::new(Arc::new(MemorySessions::default()), Arc::new(MemoryBus::new(MEMORY_BUS_CAPACITY)), max_message_chars)
+    /// `kept` is how many events the bus keeps for clients that resume.
+    pub fn in_memory(max_message_chars: usize, kept: usize) -> Self {
+        Self::new(Arc::new(MemorySessions::default()), Arc::new(MemoryBus::new(kept)), max_message_chars)
     }
 
     /// The bus this service publishes to.
@@ -167,7 +165,7 @@ mod tests {
     use serde_json::json;
 
     fn service() -> ChatService {
-        ChatService::in_memory(10)
+        ChatService::in_memory(10, 1_000)
     }
 
     async fn next_events(chat: &ChatService, after: Position) -> Vec<RoomEvent> {
@@ -190,7 +188,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_joining_client_gets_history_and_a_returning_one_what_it_missed() {
-        let chat = ChatService::in_memory(100).with_history(HistoryLimits { len: 2, max_age: Duration::from_secs(60) });
+        let chat =
+            ChatService::in_memory(100, 1_000).with_history(HistoryLimits { len: 2, max_age: Duration::from_secs(60) });
         let name = Username::parse("ann").unwrap();
         let mut positions = Vec::new();
         for n in 0..4 {

@@ -2,7 +2,6 @@
 //! delivery task, and a bounded graceful shutdown.
 
 use crate::backend::BackendError;
-use crate::backend::memory::{MemoryBus, MemorySessions};
 use crate::backend::redis::{RedisBus, RedisSessions};
 use crate::chat::ChatService;
 use crate::configuration::RedisUrl;
@@ -67,9 +66,8 @@ impl Application {
         let chat = Arc::new(match &settings.redis_url {
             None => {
                 tracing::info!(node = %node_name, "single node with in-memory state");
-                let bus = Arc::new(MemoryBus::new(settings.stream_max_len as usize));
-                let sessions = Arc::new(MemorySessions::default());
-                ChatService::new(sessions, bus, settings.max_message_chars as usize).with_history(settings.history())
+                ChatService::in_memory(settings.max_message_chars as usize, settings.stream_max_len as usize)
+                    .with_history(settings.history())
             }
             Some(url) => {
                 let (chat, keep_alive) = cluster_chat(&settings, url).await?;

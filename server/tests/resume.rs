@@ -44,6 +44,17 @@ async fn lines_until(client: &mut Client, last: &str) -> Vec<(String, String)> {
     }
 }
 
+/// The chat lines a resuming client gets, backlog then live, up to the one with text `last`.
+async fn resumed_through(client: &mut Client, last: &str) -> Vec<(String, String)> {
+    let (kind, missed) = backlog_of(client).await;
+    assert_eq!(kind, "resume");
+    let mut got: Vec<(String, String)> = missed.iter().filter_map(chat_text).collect();
+    if got.last().map(|(text, _)| text.as_str()) != Some(last) {
+        got.extend(lines_until(client, last).await);
+    }
+    got
+}
+
 async fn named_sender(url: &str, name: &str) -> Client {
     let mut sender = Client::connect(Kind::Js, url, Transport::WebSocket).await;
     sender.next_message().await;
@@ -127,12 +138,7 @@ async fn resume_across_a_cut(away_url: &str, back_url: &str, sender_url: &str) {
     let mut back =
         Client::connect_with_auth(back_url, Transport::WebSocket, json!({"v": 1, "after": last_pos, "name": "carol"}))
             .await;
-    let (kind, missed) = backlog_of(&mut back).await;
-    assert_eq!(kind, "resume");
-    let mut got: Vec<(String, String)> = missed.iter().filter_map(chat_text).collect();
-    if got.last().map(|(text, _)| text.as_str()) != Some("109") {
-        got.extend(lines_until(&mut back, "109").await);
-    }
+    let got = resumed_through(&mut back, "109").await;
     assert_exactly_once("resume", &got, 10, 109);
     // The name came back with the connection, without a new confirmation to show.
     let (event, args) = back.next_event().await;
@@ -170,12 +176,7 @@ async fn a_client_resumes_on_another_node_after_its_node_is_killed() {
     }
     let mut back =
         Client::connect_with_auth(&node1.url(), Transport::WebSocket, json!({"v": 1, "after": last_pos})).await;
-    let (kind, missed) = backlog_of(&mut back).await;
-    assert_eq!(kind, "resume");
-    let mut got: Vec<(String, String)> = missed.iter().filter_map(chat_text).collect();
-    if got.last().map(|(text, _)| text.as_str()) != Some("59") {
-        got.extend(lines_until(&mut back, "59").await);
-    }
+    let got = resumed_through(&mut back, "59").await;
     assert_exactly_once("resume after kill -9", &got, 10, 59);
 }
 
