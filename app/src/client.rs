@@ -2,7 +2,7 @@
 //! reopened with backoff whenever it drops. Framing and heartbeats are in [`crate::sio`].
 
 use crate::page::ConnState;
-use crate::protocol::{ClientAuth, ClientEvent, ServerEvent};
+use crate::protocol::{ClientAuth, ClientEvent, ServerEvent, is_client_key};
 use crate::sio::{Backoff, ClientSession, Step, encode_event};
 use futures::channel::mpsc::UnboundedReceiver;
 use futures::stream::{SplitSink, SplitStream};
@@ -17,6 +17,34 @@ pub fn socket_url() -> String {
     let host = location.as_ref().and_then(|l| l.host().ok()).unwrap_or_default();
     let scheme = if protocol == "https:" { "wss" } else { "ws" };
     format!("{scheme}://{host}/socket.io/?EIO=4&transport=websocket")
+}
+
+/// Where the client key is kept in the browser's local storage.
+const KEY_STORAGE: &str = "chatroom.key";
+
+/// This browser's client key, kept in local storage so that its tabs and reloads are one
+/// user; a new random one when there is none (with storage off, it lasts for this page).
+pub fn client_key() -> String {
+    let window = web_sys::window();
+    let storage = window.as_ref().and_then(|w| w.local_storage().ok().flatten());
+    if let Some(key) = storage.as_ref().and_then(|s| s.get_item(KEY_STORAGE).ok().flatten())
+        && is_client_key(&key)
+    {
+        return key;
+    }
+    let mut bytes = [0u8; 16];
+    let random = window.and_then(|w| w.crypto().ok()).and_then(|c| c.get_random_values_with_u8_array(&mut bytes).ok());
+    if random.is_none() {
+        // No Web Crypto: the key only needs to differ from other browsers' keys.
+        for byte in &mut bytes {
+            *byte = (js_sys::Math::random() * 256.0) as u8;
+        }
+    }
+    let key: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    if let Some(storage) = storage {
+        let _ = storage.set_item(KEY_STORAGE, &key);
+    }
+    key
 }
 
 /// Runs the connection in the background for the life of the page.

@@ -4,7 +4,8 @@
 #![cfg_attr(not(feature = "hydrate"), allow(dead_code))]
 
 use crate::protocol::{
-    Backlog, BacklogKind, ClientAuth, ClientEvent, Notice, PROTOCOL_VERSION, RoomEvent, RoomLine, ServerEvent,
+    Backlog, BacklogKind, ClientAuth, ClientEvent, Notice, PROTOCOL_VERSION, Position, Presence, RoomEvent, RoomLine,
+    ServerEvent,
 };
 use crate::validation::{DEFAULT_MAX_MESSAGE_CHARS, MessageText, Refusal, Username};
 use futures::channel::mpsc::{UnboundedReceiver, UnboundedSender, unbounded};
@@ -51,7 +52,7 @@ impl ConnState {
 enum LineKind {
     /// Someone's chat line.
     Chat,
-    /// A room notice (someone left).
+    /// A room notice (someone joined, left or changed name).
     Room,
     /// Something for this page alone (welcome, confirmations).
     Own,
@@ -62,7 +63,7 @@ enum LineKind {
 struct Line {
     id: u64,
     kind: LineKind,
-    /// The legacy text ("ann: hi", "ann left the chatroom.").
+    /// The text ("ann: hi", "ann joined the chatroom.").
     body: String,
     /// The server's time of a room event, as the reader's clock shows it.
     time: Option<String>,
@@ -84,6 +85,14 @@ struct Chat {
     last_pos: StoredValue<Option<String>>,
     /// The node serving this connection, from its `hello`.
     node: RwSignal<Option<String>>,
+    /// The names online, sorted.
+    online: RwSignal<Vec<String>>,
+    /// The position `online` reflects: only room events after it change the list.
+    online_at: StoredValue<Position>,
+    /// A name presented again on reconnecting, not answered yet.
+    resuming_name: StoredValue<Option<String>>,
+    /// This browser's client key: its tabs and reconnects are one user.
+    key: StoredValue<Option<String>>,
     name_hint: RwSignal<Option<String>>,
     message_hint: RwSignal<Option<String>>,
     outbox: StoredValue<UnboundedSender<ClientEvent>>,
@@ -100,6 +109,10 @@ impl Chat {
             pending_name: StoredValue::new(None),
             last_pos: StoredValue::new(None),
             node: RwSignal::new(None),
+            online: RwSignal::new(Vec::new()),
+            online_at: StoredValue::new(Position::default()),
+            resuming_name: StoredValue::new(None),
+            key: StoredValue::new(None),
             name_hint: RwSignal::new(None),
             message_hint: RwSignal::new(None),
             outbox: StoredValue::new(tx),
@@ -114,11 +127,9 @@ impl Chat {
 
     /// The CONNECT auth of the next connection: who we are and what we saw last.
     fn auth(&self) -> ClientAuth {
-        ClientAuth {
-            v: PROTOCOL_VERSION,
-            after: self.last_pos.get_value(),
-            name: self.username.get_untracked().map(|name| name.to_string()),
-        }
+        let name = self.username.get_untracked().map(|name| name.to_string());
+        self.resuming_name.set_value(name.clone());
+        ClientAuth { v: PROTOCOL_VERSION, after: self.last_pos.get_value(), name, key: self.key.get_value() }
     }
 
     fn new_line(&self, kind: LineKind, body: String, time: Option<String>, history: bool) -> Line {
@@ -128,13 +139,36 @@ impl Chat {
     }
 
     fn room_line(&self, line: RoomLine, history: bool) -> Line {
+        if line.pos.parse::<Position>().is_ok_and(|pos| pos > self.online_at.get_value()) {
+            self.follow_presence(&line.event);
+        }
         // Lines arrive in the room's order, so the newest is the one to resume after.
         self.last_pos.set_value(Some(line.pos));
         let kind = match line.event {
             RoomEvent::Chat { .. } => LineKind::Chat,
-            RoomEvent::Left { .. } => LineKind::Room,
+            RoomEvent::Joined { .. } | RoomEvent::Renamed { .. } | RoomEvent::Left { .. } => LineKind::Room,
         };
-        self.new_line(kind, line.event.legacy_text(), Some(clock(line.ts)), history)
+        self.new_line(kind, line.event.text(), Some(clock(line.ts)), history)
+    }
+
+    /// Keeps the list of who is online in step with a room event newer than the list.
+    fn follow_presence(&self, event: &RoomEvent) {
+        let (gone, came) = match event {
+            RoomEvent::Chat { .. } => return,
+            RoomEvent::Joined { author } => (None, Some(author)),
+            RoomEvent::Renamed { author, from } => (Some(from), Some(author)),
+            RoomEvent::Left { author } => (Some(author), None),
+        };
+        self.online.update(|online| {
+            if let Some(gone) = gone {
+                online.retain(|name| name != gone);
+            }
+            if let Some(came) = came
+                && let Err(at) = online.binary_search(came)
+            {
+                online.insert(at, came.clone());
+            }
+        });
     }
 
     fn push(&self, new: Vec<Line>, replace: bool) {
@@ -167,6 +201,7 @@ impl Chat {
             // The server greets fresh joins only, not resumed connections.
             ServerEvent::Notice(Notice::Welcome { text }) => self.push_own(text),
             ServerEvent::Notice(Notice::NameSet { name, text }) => {
+                self.resuming_name.set_value(None);
                 let asked = self.pending_name.get_value().as_deref() == Some(name.as_str());
                 if let Ok(name) = Username::parse(&name) {
                     self.username.set(Some(name));
@@ -180,7 +215,12 @@ impl Chat {
                 }
             }
             ServerEvent::Notice(Notice::Refused { text }) => {
-                if self.pending_name.get_value().take().is_some() {
+                // The name presented on reconnecting was taken meanwhile: ask for another.
+                if self.resuming_name.get_value().is_some() {
+                    self.resuming_name.set_value(None);
+                    self.username.set(None);
+                    self.name_hint.set(Some(text));
+                } else if self.pending_name.get_value().is_some() {
                     self.pending_name.set_value(None);
                     self.name_hint.set(Some(text));
                 } else {
@@ -200,6 +240,11 @@ impl Chat {
             ServerEvent::Line(line) => {
                 let line = self.room_line(line, false);
                 self.push(vec![line], false);
+            }
+            ServerEvent::Presence(Presence { at, mut users }) => {
+                users.sort();
+                self.online_at.set_value(at.parse().unwrap_or_default());
+                self.online.set(users);
             }
             ServerEvent::Message(text) => self.push_own(text),
         }
@@ -314,6 +359,18 @@ pub fn ChatPage() -> impl IntoView {
             <p id="username-hint" class="hint" role="alert">
                 {move || name_hint.get()}
             </p>
+            <section id="presence" aria-label="Who is online">
+                <h2>
+                    "Online "<span id="online-count">{move || chat.online.with(Vec::len)}</span>
+                </h2>
+                <ul id="online">
+                    <For each=move || chat.online.get() key=|name| name.clone() let:name>
+                        <li class:me=move || {
+                            chat.username.with(|me| me.as_ref().is_some_and(|me| me.as_str() == name))
+                        }>{name.clone()}</li>
+                    </For>
+                </ul>
+            </section>
             <div id="messages" role="log" aria-live="polite" node_ref=log_ref>
                 <For each=move || chat.lines.get() key=|line| line.id children=render_line />
             </div>
@@ -354,6 +411,7 @@ fn render_line(line: Line) -> impl IntoView {
 
 #[cfg(feature = "hydrate")]
 fn start_connection(chat: Chat, outbox: UnboundedReceiver<ClientEvent>) {
+    chat.key.set_value(Some(crate::client::client_key()));
     crate::client::spawn(
         crate::client::socket_url(),
         move || chat.auth(),

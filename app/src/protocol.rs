@@ -9,6 +9,8 @@ use serde::de::{self, SeqAccess, Visitor};
 use serde::ser::SerializeSeq;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::fmt;
+use std::str::FromStr;
+use thiserror::Error;
 
 /// Event name of a chat line from a client and of every server-to-client string.
 pub const MESSAGE: &str = "message";
@@ -32,6 +34,47 @@ pub struct ClientAuth {
     /// The name the client had: it is set again on the new connection.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
+    /// The browser's random client key: connections with the same key are one user
+    /// (one name, one entry in the presence list), and a user that comes back within
+    /// the grace period was never gone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+}
+
+/// Whether `key` has the shape of a client key: 16 to 64 characters of `A-Z a-z 0-9 _ -`
+/// (random, and safe to store and log).
+pub fn is_client_key(key: &str) -> bool {
+    (16..=64).contains(&key.len()) && key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+/// A room-wide position in the one order of room events, written like a Redis
+/// stream id (`millis-seq`) so that both backends and the browser share it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct Position {
+    /// Milliseconds part.
+    pub ms: u64,
+    /// Sequence within the millisecond.
+    pub seq: u64,
+}
+
+impl fmt::Display for Position {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}-{}", self.ms, self.seq)
+    }
+}
+
+/// A position that is not `millis-seq`.
+#[derive(Debug, Error, PartialEq, Eq)]
+#[error("not a position (expected MILLIS-SEQ): {0:?}")]
+pub struct BadPosition(String);
+
+impl FromStr for Position {
+    type Err = BadPosition;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = || BadPosition(s.to_owned());
+        let (ms, seq) = s.split_once('-').ok_or_else(bad)?;
+        Ok(Position { ms: ms.parse().map_err(|_| bad())?, seq: seq.parse().map_err(|_| bad())? })
+    }
 }
 
 /// Event name of one live room event for chatroom clients ([`RoomLine`]).
@@ -40,6 +83,18 @@ pub const LINE: &str = "line";
 pub const BACKLOG: &str = "backlog";
 /// Event name of what the server tells one chatroom client alone ([`Notice`]).
 pub const NOTICE: &str = "notice";
+/// Event name of the list of online users a chatroom client gets after its backlog ([`Presence`]).
+pub const PRESENCE: &str = "presence";
+
+/// Who is online, as of a position: room events after `at` (joined, left, renamed)
+/// change the list; those up to `at` are already in it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Presence {
+    /// The position of the newest room event the list reflects.
+    pub at: String,
+    /// The names of the online users, sorted.
+    pub users: Vec<String>,
+}
 
 /// A room event with its place in the room's one order.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -161,6 +216,8 @@ pub enum ServerEvent {
     Line(RoomLine),
     /// `notice`: a message to this client alone, for chatroom clients only.
     Notice(Notice),
+    /// `presence`: who is online, for chatroom clients only.
+    Presence(Presence),
 }
 
 impl ServerEvent {
@@ -172,6 +229,7 @@ impl ServerEvent {
             ServerEvent::Backlog(_) => BACKLOG,
             ServerEvent::Line(_) => LINE,
             ServerEvent::Notice(_) => NOTICE,
+            ServerEvent::Presence(_) => PRESENCE,
         }
     }
 }
@@ -187,7 +245,20 @@ pub enum RoomEvent {
         /// What they wrote, unaltered.
         text: String,
     },
-    /// A named user's connection closed.
+    /// A user took a name and so appeared in the presence list.
+    Joined {
+        /// Who joined.
+        author: String,
+    },
+    /// A user changed its name.
+    Renamed {
+        /// The new name.
+        author: String,
+        /// The name it had.
+        from: String,
+    },
+    /// A named user left: its last connection closed (after the grace period for
+    /// chatroom clients with a key).
     Left {
         /// Who left.
         author: String,
@@ -195,11 +266,22 @@ pub enum RoomEvent {
 }
 
 impl RoomEvent {
-    /// The string a legacy client receives for this event.
-    pub fn legacy_text(&self) -> String {
+    /// The line a person reads for this event.
+    pub fn text(&self) -> String {
         match self {
             RoomEvent::Chat { author, text } => format!("{author}: {text}"),
+            RoomEvent::Joined { author } => format!("{author} joined the chatroom."),
+            RoomEvent::Renamed { author, from } => format!("{from} is now known as {author}."),
             RoomEvent::Left { author } => format!("{author} left the chatroom."),
+        }
+    }
+
+    /// The string a legacy client receives for this event; it receives none for the
+    /// events the replaced service did not announce (joins and renames).
+    pub fn legacy_text(&self) -> Option<String> {
+        match self {
+            RoomEvent::Chat { .. } | RoomEvent::Left { .. } => Some(self.text()),
+            RoomEvent::Joined { .. } | RoomEvent::Renamed { .. } => None,
         }
     }
 }
@@ -265,6 +347,7 @@ impl Serialize for ServerEvent {
             ServerEvent::Backlog(backlog) => serialize_event(serializer, BACKLOG, backlog),
             ServerEvent::Line(line) => serialize_event(serializer, LINE, line),
             ServerEvent::Notice(notice) => serialize_event(serializer, NOTICE, notice),
+            ServerEvent::Presence(presence) => serialize_event(serializer, PRESENCE, presence),
         }
     }
 }
@@ -278,7 +361,8 @@ impl<'de> Deserialize<'de> for ServerEvent {
             BACKLOG => serde_json::from_value(arg).map(ServerEvent::Backlog).map_err(de::Error::custom),
             LINE => serde_json::from_value(arg).map(ServerEvent::Line).map_err(de::Error::custom),
             NOTICE => serde_json::from_value(arg).map(ServerEvent::Notice).map_err(de::Error::custom),
-            other => Err(de::Error::unknown_variant(other, &[MESSAGE, HELLO, BACKLOG, LINE, NOTICE])),
+            PRESENCE => serde_json::from_value(arg).map(ServerEvent::Presence).map_err(de::Error::custom),
+            other => Err(de::Error::unknown_variant(other, &[MESSAGE, HELLO, BACKLOG, LINE, NOTICE, PRESENCE])),
         }
     }
 }
@@ -286,6 +370,26 @@ impl<'de> Deserialize<'de> for ServerEvent {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn client_keys_are_long_and_plain() {
+        assert!(is_client_key("0123456789abcdef"));
+        assert!(is_client_key(&"a_-Z".repeat(16)));
+        for bad in ["", "short", "0123456789abcde", "0123456789abcdef|x", "0123456789 abcdef", &"a".repeat(65)] {
+            assert!(!is_client_key(bad), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn positions_print_parse_and_order_like_stream_ids() {
+        let p: Position = "1700000000000-3".parse().unwrap();
+        assert_eq!(p, Position { ms: 1_700_000_000_000, seq: 3 });
+        assert_eq!(p.to_string(), "1700000000000-3");
+        assert!(Position { ms: 1, seq: 9 } < Position { ms: 2, seq: 0 });
+        for bad in ["", "12", "a-1", "1-", "-1", "1-2-3"] {
+            assert!(bad.parse::<Position>().is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn client_events_are_socket_io_arrays() {
@@ -321,7 +425,7 @@ mod tests {
         let json = serde_json::to_string(&ev).unwrap();
         assert_eq!(json, r#"["hello",{"node":"node-1"}]"#);
         assert_eq!(serde_json::from_str::<ServerEvent>(&json).unwrap(), ev);
-        let auth = ClientAuth { v: PROTOCOL_VERSION, after: None, name: None };
+        let auth = ClientAuth { v: PROTOCOL_VERSION, after: None, name: None, key: None };
         assert_eq!(serde_json::to_string(&auth).unwrap(), r#"{"v":1}"#);
     }
 
@@ -347,8 +451,17 @@ mod tests {
         let json = serde_json::to_string(&ev).unwrap();
         assert_eq!(json, r#"["notice",{"kind":"refused","text":"no"}]"#);
         assert_eq!(serde_json::from_str::<ServerEvent>(&json).unwrap(), ev);
-        let auth: ClientAuth = serde_json::from_str(r#"{"v":1,"after":"5-1","name":"ann"}"#).unwrap();
-        assert_eq!((auth.after.as_deref(), auth.name.as_deref()), (Some("5-1"), Some("ann")));
+        let auth: ClientAuth = serde_json::from_str(r#"{"v":1,"after":"5-1","name":"ann","key":"k1"}"#).unwrap();
+        assert_eq!(
+            (auth.after.as_deref(), auth.name.as_deref(), auth.key.as_deref()),
+            (Some("5-1"), Some("ann"), Some("k1"))
+        );
+        let ev = ServerEvent::Presence(Presence { at: "5-1".into(), users: vec!["ann".into()] });
+        let json = serde_json::to_string(&ev).unwrap();
+        assert_eq!(json, r#"["presence",{"at":"5-1","users":["ann"]}]"#);
+        assert_eq!(serde_json::from_str::<ServerEvent>(&json).unwrap(), ev);
+        let json = serde_json::to_string(&RoomEvent::Renamed { author: "bob".into(), from: "ann".into() }).unwrap();
+        assert_eq!(json, r#"{"kind":"renamed","author":"bob","from":"ann"}"#);
     }
 
     #[test]
@@ -364,15 +477,25 @@ mod tests {
     #[test]
     fn room_events_render_the_legacy_strings() {
         let chat = RoomEvent::Chat { author: "ann".into(), text: "hello: world".into() };
-        assert_eq!(chat.legacy_text(), "ann: hello: world");
+        assert_eq!(chat.legacy_text().as_deref(), Some("ann: hello: world"));
         let left = RoomEvent::Left { author: "ann".into() };
-        assert_eq!(left.legacy_text(), "ann left the chatroom.");
+        assert_eq!(left.legacy_text().as_deref(), Some("ann left the chatroom."));
+        // The replaced service announced neither joins nor renames.
+        let joined = RoomEvent::Joined { author: "ann".into() };
+        assert_eq!((joined.legacy_text(), joined.text().as_str()), (None, "ann joined the chatroom."));
+        let renamed = RoomEvent::Renamed { author: "bob".into(), from: "ann".into() };
+        assert_eq!((renamed.legacy_text(), renamed.text().as_str()), (None, "ann is now known as bob."));
         assert_eq!(username_set("ann"), "Your username is set to ann");
     }
 
     #[test]
     fn room_events_round_trip() {
-        for ev in [RoomEvent::Chat { author: "a".into(), text: "b".into() }, RoomEvent::Left { author: "a".into() }] {
+        for ev in [
+            RoomEvent::Chat { author: "a".into(), text: "b".into() },
+            RoomEvent::Joined { author: "a".into() },
+            RoomEvent::Renamed { author: "b".into(), from: "a".into() },
+            RoomEvent::Left { author: "a".into() },
+        ] {
             let json = serde_json::to_string(&ev).unwrap();
             assert_eq!(serde_json::from_str::<RoomEvent>(&json).unwrap(), ev);
         }

@@ -19,6 +19,8 @@ pub enum Refusal {
     NameHasControlChars,
     #[error("Username must be a string.")]
     NameNotText,
+    #[error("Username \"{name}\" is already taken. Choose another one.")]
+    NameTaken { name: String },
     #[error("Could not set the username: the chat service is unavailable, try again.")]
     NameUnavailable,
     #[error("Failed to send the message. Specify a username first.")]
@@ -147,6 +149,10 @@ mod tests {
     #[test]
     fn refusal_texts_are_the_documented_strings() {
         assert_eq!(Refusal::NoUsername.to_string(), "Failed to send the message. Specify a username first.");
+        assert_eq!(
+            Refusal::NameTaken { name: "ann".into() }.to_string(),
+            r#"Username "ann" is already taken. Choose another one."#
+        );
         assert_eq!(Refusal::NameTooLong { max: 32 }.to_string(), "Username is too long (maximum 32 characters).");
         assert_eq!(Refusal::MessageTooLong { max: 2000 }.to_string(), "Message is too long (maximum 2000 characters).");
     }

@@ -1,14 +1,18 @@
 //! The chat's rules as plain functions: who may say what, and what the room hears.
 //! The Socket.IO handlers call these; tests call them directly.
 
-use crate::backend::memory::{MemoryBus, MemorySessions};
-use crate::backend::{BackendError, Delivered, EventBus, Position, SessionStore};
+use crate::backend::memory::{MemoryBus, MemoryPresence, MemorySessions};
+use crate::backend::{BackendError, Claim, Delivered, EventBus, Position, Presence, SessionStore, UserId};
 use app::protocol::{BacklogKind, RoomEvent};
 use app::validation::{MessageText, Refusal, Username};
 use backon::{ConstantBuilder, Retryable};
 use serde_json::Value;
 use std::sync::Arc;
 use std::time::Duration;
+use unicode_normalization::UnicodeNormalization;
+
+/// How often presence is swept (grace periods over, dead nodes' users).
+const SWEEP_EVERY: Duration = Duration::from_secs(1);
 
 /// A leave notice is retried every half second for up to 15 s.
 const LEAVE_RETRY: ConstantBuilder = ConstantBuilder::new().with_delay(Duration::from_millis(500)).with_max_times(30);
@@ -31,24 +35,50 @@ impl Default for HistoryLimits {
 /// Events read per page when a client resumes.
 const RESUME_PAGE: usize = 1_000;
 
-/// The chat service of one node, over a session store and an event bus.
+/// The chat service of one node, over a session store, an event bus and presence.
 #[derive(Clone)]
 pub struct ChatService {
     sessions: Arc<dyn SessionStore>,
     bus: Arc<dyn EventBus>,
+    presence: Arc<dyn Presence>,
     max_message_chars: usize,
     history: HistoryLimits,
+    grace: Duration,
+}
+
+/// The backends a [`ChatService`] runs on.
+pub struct Backends {
+    /// Session records (the legacy contract's `session:{sid}`).
+    pub sessions: Arc<dyn SessionStore>,
+    /// The room's ordered bus.
+    pub bus: Arc<dyn EventBus>,
+    /// Who is online.
+    pub presence: Arc<dyn Presence>,
 }
 
 impl ChatService {
     /// A service over the given backends.
-    pub fn new(sessions: Arc<dyn SessionStore>, bus: Arc<dyn EventBus>, max_message_chars: usize) -> Self {
-        Self { sessions, bus, max_message_chars, history: HistoryLimits::default() }
+    pub fn new(backends: Backends, max_message_chars: usize) -> Self {
+        let Backends { sessions, bus, presence } = backends;
+        Self {
+            sessions,
+            bus,
+            presence,
+            max_message_chars,
+            history: HistoryLimits::default(),
+            grace: Duration::from_secs(10),
+        }
     }
 
     /// The same service showing `history` to joining clients.
     pub fn with_history(self, history: HistoryLimits) -> Self {
         Self { history, ..self }
+    }
+
+    /// The same service keeping users whose connections all closed for `grace` before
+    /// announcing their leave (they may come back on another connection meanwhile).
+    pub fn with_grace(self, grace: Duration) -> Self {
+        Self { grace, ..self }
     }
 
     /// What a chatroom client gets on connecting: every event after the position it
@@ -95,7 +125,9 @@ impl ChatService {
     /// A single-node service with in-memory state.
     /// `kept` is how many events the bus keeps for clients that resume.
     pub fn in_memory(max_message_chars: usize, kept: usize) -> Self {
-        Self::new(Arc::new(MemorySessions::default()), Arc::new(MemoryBus::new(kept)), max_message_chars)
+        let bus = Arc::new(MemoryBus::new(kept));
+        let presence = Arc::new(MemoryPresence::new(bus.clone()));
+        Self::new(Backends { sessions: Arc::new(MemorySessions::default()), bus, presence }, max_message_chars)
     }
 
     /// The bus this service publishes to.
@@ -108,19 +140,56 @@ impl ChatService {
         &self.sessions
     }
 
-    /// Records a new connection's session, without a username.
-    pub async fn open_session(&self, sid: &str) -> Result<(), BackendError> {
-        self.sessions.create(sid).await
+    /// Records a new connection of `user`; returns the name the user already has (another
+    /// of its connections is online, or it came back within its grace period).
+    pub async fn open_session(&self, sid: &str, user: &UserId) -> Result<Option<Username>, BackendError> {
+        self.sessions.create(sid).await?;
+        let Some(name) = self.presence.connect(user, sid).await? else { return Ok(None) };
+        match Username::parse(&name) {
+            Ok(name) => {
+                self.sessions.set_username(sid, name.as_str()).await?;
+                Ok(Some(name))
+            }
+            Err(refusal) => {
+                tracing::error!(%name, %refusal, "a stored name does not pass the rules; ignoring it");
+                Ok(None)
+            }
+        }
     }
 
-    /// Checks and stores a requested username; `raw` is the event's first argument.
-    pub async fn set_username(&self, sid: &str, raw: Option<&Value>) -> Result<Username, Refusal> {
+    /// Checks a requested username (`raw` is the event's first argument) and gives it to
+    /// `user` unless another online user has it; the join or rename is announced.
+    pub async fn set_username(&self, sid: &str, user: &UserId, raw: Option<&Value>) -> Result<Username, Refusal> {
         let name = Username::parse(text_of(raw).ok_or(Refusal::NameNotText)?)?;
-        self.sessions.set_username(sid, name.as_str()).await.map_err(|err| {
+        let unavailable = |err: BackendError| {
             tracing::error!(%sid, %err, "could not store a username");
             Refusal::NameUnavailable
-        })?;
+        };
+        let claim = self.presence.claim(user, sid, name.as_str(), &folded(&name)).await.map_err(unavailable)?;
+        if claim == Claim::Taken {
+            return Err(Refusal::NameTaken { name: name.to_string() });
+        }
+        self.sessions.set_username(sid, name.as_str()).await.map_err(unavailable)?;
         Ok(name)
+    }
+
+    /// The names online, and the position of the newest room event the list reflects.
+    pub async fn online(&self) -> Result<(Vec<String>, Position), BackendError> {
+        self.presence.snapshot().await
+    }
+
+    /// Announces leaves whose time has come, every second, for the life of the node.
+    pub async fn sweep_presence(self: Arc<Self>) {
+        let mut ticks = tokio::time::interval(SWEEP_EVERY);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticks.tick().await;
+            match self.presence.sweep().await {
+                Ok(0) => {}
+                Ok(left) => tracing::info!(left, "announced the leave of users gone for good"),
+                Err(err) => tracing::warn!(%err, "cannot sweep presence; retrying at the next tick"),
+            }
+        }
     }
 
     /// Publishes a chat line from `author` to the whole room, in the room's order.
@@ -134,24 +203,31 @@ impl ChatService {
         })
     }
 
-    /// Ends a session: a named user's leave is announced to the room, then the record goes.
-    /// The announcement is retried for a while, so a short bus outage does not lose it.
-    pub async fn close_session(&self, sid: &str, username: Option<&Username>) -> Result<(), BackendError> {
-        let announced = match username {
-            Some(name) => {
-                let left = RoomEvent::Left { author: name.to_string() };
-                (|| self.bus.publish(left.clone()))
-                    .retry(LEAVE_RETRY)
-                    .notify(|err, wait| tracing::warn!(%name, %err, ?wait, "leave notice not published yet; retrying"))
-                    .await
-                    .map(drop)
-            }
-            None => Ok(()),
-        };
-        // Remove the record even when the announcement failed, so it cannot linger.
+    /// Ends a session. When it was its user's last connection, the user leaves: at once
+    /// for a connection-only user (legacy clients), after the grace period for a user
+    /// with a client key. Retried for a while, so a short outage does not lose the leave.
+    pub async fn close_session(&self, sid: &str, user: &UserId) -> Result<(), BackendError> {
+        let grace = if user.can_return() { self.grace } else { Duration::ZERO };
+        let closed = (|| self.presence.disconnect(user, sid, grace))
+            .retry(LEAVE_RETRY)
+            .notify(|err, wait| tracing::warn!(%sid, %err, ?wait, "connection not closed in presence yet; retrying"))
+            .await;
+        // Remove the record even when that failed, so it cannot linger.
         let removed = self.sessions.remove(sid).await;
-        announced.and(removed)
+        closed.and(removed)
     }
+}
+
+/// The form of a name that uniqueness compares: compatibility-normalized (NFKC), case
+/// folded, without invisible characters, so "Ann", "ANN", "ａｎｎ" and "an\u{200B}n" are one.
+pub fn folded(name: &Username) -> String {
+    let lower: String = name.as_str().nfkc().flat_map(char::to_lowercase).collect();
+    lower.nfkc().filter(|c| !is_invisible(*c)).collect()
+}
+
+/// Characters that print as nothing, which would make two names look the same.
+fn is_invisible(c: char) -> bool {
+    matches!(c, '\u{00AD}' | '\u{034F}' | '\u{180E}' | '\u{200B}'..='\u{200D}' | '\u{2060}'..='\u{2064}' | '\u{FEFF}')
 }
 
 /// The string inside an event argument; anything else (number, object, nothing) is not text.
@@ -172,17 +248,24 @@ mod tests {
         chat.bus().read_after(after, 100).await.unwrap().into_iter().map(|d| d.event).collect()
     }
 
+    fn conn(sid: &str) -> UserId {
+        UserId::of_connection(sid)
+    }
+
     #[tokio::test]
     async fn a_named_user_posts_to_the_room() {
         let chat = service();
-        chat.open_session("s1").await.unwrap();
-        let name = chat.set_username("s1", Some(&json!(" ann "))).await.unwrap();
+        chat.open_session("s1", &conn("s1")).await.unwrap();
+        let name = chat.set_username("s1", &conn("s1"), Some(&json!(" ann "))).await.unwrap();
         assert_eq!(name.as_str(), "ann");
         assert_eq!(chat.sessions().username("s1").await.unwrap().as_deref(), Some("ann"));
         chat.post(Some(&name), Some(&json!("hi <b>"))).await.unwrap();
         assert_eq!(
             next_events(&chat, Position::default()).await,
-            [RoomEvent::Chat { author: "ann".into(), text: "hi <b>".into() }]
+            [
+                RoomEvent::Joined { author: "ann".into() },
+                RoomEvent::Chat { author: "ann".into(), text: "hi <b>".into() }
+            ]
         );
     }
 
@@ -213,7 +296,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_position_older_than_the_kept_events_gets_an_explicit_reset() {
-        let chat = ChatService::new(Arc::new(MemorySessions::default()), Arc::new(MemoryBus::new(3)), 100);
+        let chat = ChatService::in_memory(100, 3);
         let name = Username::parse("ann").unwrap();
         let first = chat.post(Some(&name), Some(&json!("0"))).await.unwrap();
         for n in 1..6 {
@@ -232,7 +315,7 @@ mod tests {
     #[tokio::test]
     async fn bad_payloads_are_refused_not_published() {
         let chat = service();
-        chat.open_session("s1").await.unwrap();
+        chat.open_session("s1", &conn("s1")).await.unwrap();
         let name = Username::parse("ann").unwrap();
         for (raw, refusal) in [
             (None, Refusal::MessageNotText),
@@ -249,7 +332,7 @@ mod tests {
             (Some(json!("")), Refusal::EmptyName),
             (Some(json!("a\u{7}")), Refusal::NameHasControlChars),
         ] {
-            assert_eq!(chat.set_username("s1", raw.as_ref()).await, Err(refusal));
+            assert_eq!(chat.set_username("s1", &conn("s1"), raw.as_ref()).await, Err(refusal));
         }
         assert_eq!(chat.bus().tail().await.unwrap(), Position::default());
         assert_eq!(chat.sessions().username("s1").await.unwrap().as_deref(), Some(""));
@@ -258,14 +341,47 @@ mod tests {
     #[tokio::test]
     async fn closing_announces_named_users_only_and_removes_the_session() {
         let chat = service();
-        chat.open_session("anon").await.unwrap();
-        chat.close_session("anon", None).await.unwrap();
+        chat.open_session("anon", &conn("anon")).await.unwrap();
+        chat.close_session("anon", &conn("anon")).await.unwrap();
         assert_eq!(chat.bus().tail().await.unwrap(), Position::default());
 
-        chat.open_session("s1").await.unwrap();
-        let name = chat.set_username("s1", Some(&json!("ann"))).await.unwrap();
-        chat.close_session("s1", Some(&name)).await.unwrap();
-        assert_eq!(next_events(&chat, Position::default()).await, [RoomEvent::Left { author: "ann".into() }]);
+        chat.open_session("s1", &conn("s1")).await.unwrap();
+        chat.set_username("s1", &conn("s1"), Some(&json!("ann"))).await.unwrap();
+        let after_join = chat.bus().tail().await.unwrap();
+        chat.close_session("s1", &conn("s1")).await.unwrap();
+        assert_eq!(next_events(&chat, after_join).await, [RoomEvent::Left { author: "ann".into() }]);
         assert_eq!(chat.sessions().username("s1").await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn a_name_in_use_is_refused_whatever_its_case_width_or_invisible_characters() {
+        let chat = service();
+        chat.set_username("s1", &conn("s1"), Some(&json!("Zoë"))).await.unwrap();
+        // "Zoë" with a combining diaeresis, in capitals, in full width, with a zero-width space.
+        for taken in ["zoe\u{308}", " ZOË ", "Ｚｏë", "Zo\u{200B}ë"] {
+            assert_eq!(
+                chat.set_username("s2", &conn("s2"), Some(&json!(taken))).await,
+                Err(Refusal::NameTaken { name: taken.trim().to_owned() }),
+                "{taken:?}"
+            );
+        }
+        assert_eq!(chat.sessions().username("s2").await.unwrap(), None, "a refused name is not stored");
+        // Its owner may change its case; another user may have a different name.
+        assert!(chat.set_username("s1", &conn("s1"), Some(&json!("ZOË"))).await.is_ok());
+        assert!(chat.set_username("s2", &conn("s2"), Some(&json!("Zoe"))).await.is_ok());
+    }
+
+    #[tokio::test]
+    async fn a_user_with_a_key_keeps_its_name_on_a_new_connection() {
+        let chat = service().with_grace(Duration::from_secs(60));
+        let ann = UserId::from_key("0123456789abcdef");
+        assert_eq!(chat.open_session("s1", &ann).await.unwrap(), None);
+        chat.set_username("s1", &ann, Some(&json!("ann"))).await.unwrap();
+        chat.close_session("s1", &ann).await.unwrap();
+        let back = chat.open_session("s2", &ann).await.unwrap();
+        assert_eq!(back.as_ref().map(Username::as_str), Some("ann"));
+        assert_eq!(chat.sessions().username("s2").await.unwrap().as_deref(), Some("ann"));
+        assert_eq!(chat.online().await.unwrap().0, ["ann"]);
+        assert_eq!(next_events(&chat, Position::default()).await, [RoomEvent::Joined { author: "ann".into() }]);
     }
 }

@@ -59,6 +59,18 @@ pub struct Settings {
           value_parser = clap::value_parser!(u64).range(3..=3_600))]
     pub session_ttl_secs: u64,
 
+    /// Seconds a chatroom user (a client key) whose connections all closed stays in the
+    /// room before its leave is announced: a reconnect or reload within it is silent.
+    #[arg(long, env = "CHATROOM_PRESENCE_GRACE_SECS", default_value_t = 10,
+          value_parser = clap::value_parser!(u64).range(0..=3_600))]
+    pub presence_grace_secs: u64,
+
+    /// Seconds a node may miss its presence beat (every second) before the other nodes
+    /// take it for dead and announce the leave of its users who did not come back elsewhere.
+    #[arg(long, env = "CHATROOM_NODE_TIMEOUT_SECS", default_value_t = 10,
+          value_parser = clap::value_parser!(u64).range(3..=600))]
+    pub node_timeout_secs: u64,
+
     /// Room events kept for clients that resume (in the Redis stream, approximately, or in memory).
     #[arg(long, env = "CHATROOM_STREAM_MAX_LEN", default_value_t = 10_000,
           value_parser = clap::value_parser!(u64).range(100..=10_000_000))]
@@ -205,6 +217,14 @@ impl Settings {
         }
     }
 
+    /// How the room's presence waits for users and nodes.
+    pub fn presence(&self) -> crate::backend::redis_presence::PresenceTimings {
+        crate::backend::redis_presence::PresenceTimings {
+            grace: Duration::from_secs(self.presence_grace_secs),
+            node_timeout: Duration::from_secs(self.node_timeout_secs),
+        }
+    }
+
     /// How long a session record outlives its last refresh.
     pub fn session_ttl(&self) -> Duration {
         Duration::from_secs(self.session_ttl_secs)
@@ -243,6 +263,8 @@ mod tests {
             &["chatroom", "--max-message-chars", "0"],
             &["chatroom", "--ping-interval-secs", "90"],
             &["chatroom", "--log-format", "xml"],
+            &["chatroom", "--node-timeout-secs", "1"],
+            &["chatroom", "--presence-grace-secs", "99999"],
         ] {
             let err = Settings::try_parse_from(args).unwrap_err();
             assert!(err.to_string().contains("invalid value"), "{args:?}: {err}");

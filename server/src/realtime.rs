@@ -12,11 +12,11 @@
 //! after the backlog, skipping any the backlog already had: no gap and no duplicate at
 //! the seam, because positions are totally ordered.
 
-use crate::backend::{BackendError, Delivered, Position};
+use crate::backend::{BackendError, Delivered, Position, UserId};
 use crate::chat::ChatService;
 use app::protocol::{
-    BACKLOG, Backlog, BacklogKind, ClientAuth, HELLO, Hello, LINE, MESSAGE, NOTICE, Notice, RoomLine, SET_USERNAME,
-    WELCOME, username_set,
+    BACKLOG, Backlog, BacklogKind, ClientAuth, HELLO, Hello, LINE, MESSAGE, NOTICE, Notice, PRESENCE, Presence,
+    RoomEvent, RoomLine, SET_USERNAME, WELCOME, username_set,
 };
 use app::validation::{Refusal, Username};
 use serde::Serialize;
@@ -69,37 +69,80 @@ enum Feed {
 struct Member {
     socket: SocketRef,
     feed: Feed,
+    /// Who this connection belongs to.
+    user: UserId,
+    /// The name it posts under. Delivery changes it too, when another connection of the
+    /// same user takes a name.
+    name: Mutex<Option<Username>>,
+}
+
+/// Each change under these locks is a single write: a poisoned lock is still consistent.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 impl Member {
-    fn cursor(cursor: &Mutex<Cursor>) -> MutexGuard<'_, Cursor> {
-        // Each change under this lock is a single field write: a poisoned lock is still consistent.
-        cursor.lock().unwrap_or_else(PoisonError::into_inner)
+    fn name(&self) -> Option<Username> {
+        lock(&self.name).clone()
+    }
+
+    /// Sets the name; returns the one it had.
+    fn set_name(&self, name: Option<Username>) -> Option<Username> {
+        std::mem::replace(&mut *lock(&self.name), name)
     }
 
     /// Writes one room event to this connection.
-    fn deliver(&self, delivered: &Delivered, legacy: &str, line: &RoomLine) {
+    fn deliver(&self, delivered: &Delivered, legacy: Option<&str>, line: &RoomLine) {
         match &self.feed {
-            Feed::Legacy => self.send_room_event(MESSAGE, legacy),
+            Feed::Legacy => {
+                if let Some(text) = legacy {
+                    self.send_room_event(MESSAGE, text);
+                }
+            }
             Feed::Structured(cursor) => {
-                let mut cursor = Self::cursor(cursor);
-                if let Some(held) = cursor.held.as_mut() {
-                    held.push(delivered.clone());
-                } else if delivered.position > cursor.last_sent {
-                    cursor.last_sent = delivered.position;
-                    self.send_room_event(LINE, line);
+                {
+                    let mut cursor = lock(cursor);
+                    if let Some(held) = cursor.held.as_mut() {
+                        held.push(delivered.clone());
+                    } else if delivered.position > cursor.last_sent {
+                        cursor.last_sent = delivered.position;
+                        self.send_room_event(LINE, line);
+                    }
+                }
+                if delivered.user.as_ref() == Some(&self.user) {
+                    self.follow_name_change(&delivered.event);
                 }
             }
         }
     }
 
-    /// Sends the backlog, then the live events held meanwhile that it did not contain.
-    fn catch_up(&self, kind: BacklogKind, backlog: Vec<Delivered>, resumed_after: Option<Position>) {
+    /// Another connection of this user took a name: this one takes it too, and its client is told.
+    fn follow_name_change(&self, event: &RoomEvent) {
+        let (RoomEvent::Joined { author } | RoomEvent::Renamed { author, .. }) = event else { return };
+        let Ok(name) = Username::parse(author) else { return };
+        if self.name().as_ref() != Some(&name) {
+            self.set_name(Some(name.clone()));
+            self.reply(name_set(&name));
+        }
+    }
+
+    /// Sends the backlog and who is online, then the live events held meanwhile that the
+    /// backlog did not contain.
+    fn catch_up(
+        &self,
+        kind: BacklogKind,
+        backlog: Vec<Delivered>,
+        resumed_after: Option<Position>,
+        online: Option<(Vec<String>, Position)>,
+    ) {
         let Feed::Structured(cursor) = &self.feed else { return };
-        let mut cursor = Self::cursor(cursor);
+        let mut cursor = lock(cursor);
         cursor.last_sent = backlog.last().map(|d| d.position).or(resumed_after).unwrap_or_default();
         let lines = backlog.iter().map(room_line).collect();
         self.send_room_event(BACKLOG, &Backlog { kind, lines });
+        if let Some((users, at)) = online {
+            self.send_room_event(PRESENCE, &Presence { at: at.to_string(), users });
+        }
         for delivered in cursor.held.take().unwrap_or_default() {
             if delivered.position > cursor.last_sent {
                 cursor.last_sent = delivered.position;
@@ -136,6 +179,10 @@ impl Member {
     fn refuse(&self, refusal: &Refusal) {
         self.reply(Notice::Refused { text: refusal.to_string() });
     }
+}
+
+fn name_set(name: &Username) -> Notice {
+    Notice::NameSet { name: name.to_string(), text: username_set(name.as_str()) }
 }
 
 fn room_line(delivered: &Delivered) -> RoomLine {
@@ -202,7 +249,15 @@ impl Realtime {
             // Held back from the start: its backlog is read next, by its task.
             Some(_) => Feed::Structured(Mutex::new(Cursor { held: Some(Vec::new()), ..Cursor::default() })),
         };
-        let member = Arc::new(Member { socket: socket.clone(), feed });
+        let user = match auth.as_ref().and_then(|auth| auth.key.as_deref()) {
+            Some(key) if UserId::valid_key(key) => UserId::from_key(key),
+            Some(_) => {
+                tracing::debug!(sid = %socket.id, "client key ignored: not 16-64 characters of A-Z a-z 0-9 _ -");
+                UserId::of_connection(&socket.id.to_string())
+            }
+            None => UserId::of_connection(&socket.id.to_string()),
+        };
+        let member = Arc::new(Member { socket: socket.clone(), feed, user, name: Mutex::new(None) });
         self.members.insert(member.clone());
         match auth {
             None => member.reply(welcome()),
@@ -251,7 +306,7 @@ impl Realtime {
                         let legacy = delivered.event.legacy_text();
                         let line = room_line(&delivered);
                         for member in self.members.snapshot() {
-                            member.deliver(&delivered, &legacy, &line);
+                            member.deliver(&delivered, legacy.as_deref(), &line);
                         }
                         after = delivered.position;
                     }
@@ -295,28 +350,29 @@ async fn serve_connection(
     gone: Arc<Notify>,
 ) {
     let sid = member.socket.id.to_string();
-    if let Err(err) = chat.open_session(&sid).await {
-        tracing::warn!(%sid, %err, "could not record the session");
+    match chat.open_session(&sid, &member.user).await {
+        // The user is online already (another tab, or back within its grace period).
+        Ok(Some(name)) => drop(member.set_name(Some(name))),
+        Ok(None) => {}
+        Err(err) => tracing::warn!(%sid, %err, "could not record the session"),
     }
-    // The username lives here, so a chat line needs no store read.
-    let mut username: Option<Username> = None;
     loop {
         tokio::select! {
             biased;
-            Some(event) = queue.recv() => handle(&member, &chat, &mut username, event).await,
+            Some(event) = queue.recv() => handle(&member, &chat, event).await,
             () = gone.notified() => break,
         }
     }
     // Events that arrived before the disconnect still count, and come before the leave.
     while let Ok(event) = queue.try_recv() {
-        handle(&member, &chat, &mut username, event).await;
+        handle(&member, &chat, event).await;
     }
-    if let Err(err) = chat.close_session(&sid, username.as_ref()).await {
+    if let Err(err) = chat.close_session(&sid, &member.user).await {
         tracing::error!(%sid, %err, "could not close the session cleanly");
     }
 }
 
-async fn handle(member: &Member, chat: &ChatService, username: &mut Option<Username>, event: Inbound) {
+async fn handle(member: &Member, chat: &ChatService, event: Inbound) {
     match event {
         Inbound::Join { after, name } => {
             let (kind, backlog, resumed_after) = match chat.backlog(after.as_deref()).await {
@@ -327,30 +383,44 @@ async fn handle(member: &Member, chat: &ChatService, username: &mut Option<Usern
                     (BacklogKind::Reset, Vec::new(), None)
                 }
             };
-            member.catch_up(kind, backlog, resumed_after);
+            // Read after the backlog, so the list reflects every event the backlog holds.
+            let online = chat.online().await.inspect_err(|err| {
+                tracing::warn!(sid = %member.socket.id, %err, "cannot read who is online");
+            });
+            member.catch_up(kind, backlog, resumed_after, online.ok());
             if after.is_none() {
                 member.reply(welcome());
             }
-            if let Some(name) = name {
-                set_username(member, chat, username, Some(Value::String(name))).await;
+            // The name the user already has wins over the one the client presents.
+            match (member.name(), name) {
+                (Some(current), _) => member.reply(name_set(&current)),
+                (None, Some(name)) => set_username(member, chat, Some(Value::String(name))).await,
+                (None, None) => {}
             }
         }
-        Inbound::SetUsername(raw) => set_username(member, chat, username, raw).await,
+        Inbound::SetUsername(raw) => set_username(member, chat, raw).await,
         Inbound::Message(raw) => {
-            if let Err(refusal) = chat.post(username.as_ref(), raw.as_ref()).await {
+            if let Err(refusal) = chat.post(member.name().as_ref(), raw.as_ref()).await {
                 member.refuse(&refusal);
             }
         }
     }
 }
 
-async fn set_username(member: &Member, chat: &ChatService, username: &mut Option<Username>, raw: Option<Value>) {
-    match chat.set_username(&member.socket.id.to_string(), raw.as_ref()).await {
+async fn set_username(member: &Member, chat: &ChatService, raw: Option<Value>) {
+    // Taken on trust while it is claimed, so that delivering the claim's own announcement
+    // does not tell this client twice; put back if refused.
+    let wanted = raw.as_ref().and_then(Value::as_str).and_then(|name| Username::parse(name).ok());
+    let had = if wanted.is_some() { member.set_name(wanted) } else { member.name() };
+    match chat.set_username(&member.socket.id.to_string(), &member.user, raw.as_ref()).await {
         Ok(name) => {
-            member.reply(Notice::NameSet { name: name.to_string(), text: username_set(name.as_str()) });
-            *username = Some(name);
+            member.set_name(Some(name.clone()));
+            member.reply(name_set(&name));
         }
-        Err(refusal) => member.refuse(&refusal),
+        Err(refusal) => {
+            member.set_name(had);
+            member.refuse(&refusal);
+        }
     }
 }
 

@@ -3,7 +3,8 @@
 
 use crate::backend::BackendError;
 use crate::backend::redis::{RedisBus, RedisSessions};
-use crate::chat::ChatService;
+use crate::backend::redis_presence::RedisPresence;
+use crate::chat::{Backends, ChatService};
 use crate::configuration::RedisUrl;
 use crate::configuration::Settings;
 use crate::realtime::Realtime;
@@ -63,19 +64,23 @@ impl Application {
             .unwrap_or_else(|| format!("{}:{}", gethostname::gethostname().to_string_lossy(), addr.port()));
 
         let mut background = Vec::new();
-        let chat = Arc::new(match &settings.redis_url {
-            None => {
-                tracing::info!(node = %node_name, "single node with in-memory state");
-                ChatService::in_memory(settings.max_message_chars as usize, settings.stream_max_len as usize)
-                    .with_history(settings.history())
+        let chat = Arc::new(
+            match &settings.redis_url {
+                None => {
+                    tracing::info!(node = %node_name, "single node with in-memory state");
+                    ChatService::in_memory(settings.max_message_chars as usize, settings.stream_max_len as usize)
+                }
+                Some(url) => {
+                    let (chat, keep_alive) = cluster_chat(&settings, url, &node_name).await?;
+                    background.push(keep_alive);
+                    tracing::info!(node = %node_name, redis = %url, "cluster node: the room is shared through Redis");
+                    chat
+                }
             }
-            Some(url) => {
-                let (chat, keep_alive) = cluster_chat(&settings, url).await?;
-                background.push(keep_alive);
-                tracing::info!(node = %node_name, redis = %url, "cluster node: the room is shared through Redis");
-                chat
-            }
-        });
+            .with_history(settings.history())
+            .with_grace(settings.presence().grace),
+        );
+        background.push(tokio::spawn(chat.clone().sweep_presence()));
 
         let (socket_layer, io) = SocketIo::builder()
             .ping_interval(settings.ping_interval())
@@ -179,7 +184,11 @@ impl Application {
 }
 
 /// The chat service over Redis, and the task that keeps this node's sessions alive.
-async fn cluster_chat(settings: &Settings, url: &RedisUrl) -> Result<(ChatService, JoinHandle<()>), StartupError> {
+async fn cluster_chat(
+    settings: &Settings,
+    url: &RedisUrl,
+    node_name: &str,
+) -> Result<(ChatService, JoinHandle<()>), StartupError> {
     let redis_error = |source| StartupError::Redis { url: url.clone(), source };
     let client =
         redis::Client::open(url.expose()).map_err(|err| redis_error(BackendError::Unavailable(err.to_string())))?;
@@ -189,8 +198,11 @@ async fn cluster_chat(settings: &Settings, url: &RedisUrl) -> Result<(ChatServic
         let sessions = sessions.clone();
         async move { sessions.keep_alive().await }
     });
-    let chat = ChatService::new(sessions, Arc::new(bus), settings.max_message_chars as usize);
-    Ok((chat.with_history(settings.history()), keep_alive))
+    let presence = RedisPresence::connect(&client, node_name, settings.stream_max_len as usize, settings.presence())
+        .await
+        .map_err(redis_error)?;
+    let backends = Backends { sessions, bus: Arc::new(bus), presence: Arc::new(presence) };
+    Ok((ChatService::new(backends, settings.max_message_chars as usize), keep_alive))
 }
 
 /// Leptos's site settings (output name, site root) from cargo-leptos's environment, with

@@ -217,6 +217,13 @@ async fn a_redis_outage_loses_nothing_that_was_accepted() {
     })
     .await;
     assert!(written_back.is_some(), "the sender's session was not written back");
+    // So was who is online: the sender is listed again, with its name.
+    let listed = eventually(Duration::from_secs(10), || async {
+        let mut look = Client::connect_chatroom(&node2.url(), Transport::WebSocket).await;
+        look.joined().await.online == ["s"]
+    })
+    .await;
+    assert!(listed.is_some(), "the sender is missing from the presence list after Redis lost its data");
 }
 
 #[tokio::test]

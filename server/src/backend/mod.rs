@@ -3,42 +3,12 @@
 
 pub mod memory;
 pub mod redis;
+pub mod redis_presence;
 
 use app::protocol::RoomEvent;
+pub use app::protocol::{BadPosition, Position};
 use async_trait::async_trait;
-use std::fmt;
-use std::str::FromStr;
 use thiserror::Error;
-
-/// A room-wide position in the one order of room events, written like a Redis
-/// stream id (`millis-seq`) so that both backends share it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
-pub struct Position {
-    /// Milliseconds part.
-    pub ms: u64,
-    /// Sequence within the millisecond.
-    pub seq: u64,
-}
-
-impl fmt::Display for Position {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}-{}", self.ms, self.seq)
-    }
-}
-
-/// A position that is not `millis-seq`.
-#[derive(Debug, Error, PartialEq, Eq)]
-#[error("not a position (expected MILLIS-SEQ): {0:?}")]
-pub struct BadPosition(String);
-
-impl FromStr for Position {
-    type Err = BadPosition;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let bad = || BadPosition(s.to_owned());
-        let (ms, seq) = s.split_once('-').ok_or_else(bad)?;
-        Ok(Position { ms: ms.parse().map_err(|_| bad())?, seq: seq.parse().map_err(|_| bad())? })
-    }
-}
 
 /// A room event with the position the bus gave it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -47,6 +17,84 @@ pub struct Delivered {
     pub position: Position,
     /// What happened.
     pub event: RoomEvent,
+    /// The user a join or rename is about, so that its other connections take the
+    /// name too; never sent to clients (it is the user's secret key).
+    pub user: Option<UserId>,
+}
+
+/// Who a connection belongs to: the client key of a chatroom client (its tabs and
+/// reconnects are one user), or the connection itself for any other client.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct UserId(String);
+
+impl UserId {
+    /// The user of a client key that passed [`UserId::valid_key`].
+    pub fn from_key(key: &str) -> Self {
+        Self(format!("k:{key}"))
+    }
+
+    /// The user that is this connection alone.
+    pub fn of_connection(sid: &str) -> Self {
+        Self(format!("c:{sid}"))
+    }
+
+    /// A stored id read back (from a stream entry or a presence record).
+    pub fn from_stored(id: String) -> Self {
+        Self(id)
+    }
+
+    /// Whether this user can come back as the same user (it has a client key).
+    pub fn can_return(&self) -> bool {
+        self.0.starts_with("k:")
+    }
+
+    /// Whether `key` can be a client key (see [`app::protocol::is_client_key`]).
+    pub fn valid_key(key: &str) -> bool {
+        app::protocol::is_client_key(key)
+    }
+
+    /// The id as stored.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// The outcome of a user asking for a name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Claim {
+    /// Another online user has it (compared case-insensitively, normalized).
+    Taken,
+    /// The user already had exactly this name: nothing was announced.
+    Unchanged,
+    /// The user had no name: it joined, and that was announced.
+    Joined,
+    /// The user had another name: the rename was announced.
+    Renamed,
+}
+
+/// Who is online: users, their connections, and their unique names. Every change to
+/// the list is published on the bus in the same step as it is made, so the list and the
+/// room's events never disagree.
+#[async_trait]
+pub trait Presence: Send + Sync {
+    /// A connection of `user` opened; returns the name the user already has (another
+    /// tab of it is online, or it came back within its grace period).
+    async fn connect(&self, user: &UserId, sid: &str) -> Result<Option<String>, BackendError>;
+
+    /// Gives `user` the name `name` (whose folded form is `folded`) unless another
+    /// online user has it; announces a join or a rename.
+    async fn claim(&self, user: &UserId, sid: &str, name: &str, folded: &str) -> Result<Claim, BackendError>;
+
+    /// A connection closed. When it was the user's last, the user leaves once `grace`
+    /// has passed without a new connection (at once when `grace` is zero).
+    async fn disconnect(&self, user: &UserId, sid: &str, grace: std::time::Duration) -> Result<(), BackendError>;
+
+    /// The names online, sorted, and the position of the newest room event they reflect.
+    async fn snapshot(&self) -> Result<(Vec<String>, Position), BackendError>;
+
+    /// Announces the leave of users whose grace period is over, and in a cluster of
+    /// users of nodes that stopped beating; returns how many left.
+    async fn sweep(&self) -> Result<usize, BackendError>;
 }
 
 /// Why a backend call failed.
@@ -92,20 +140,4 @@ pub trait SessionStore: Send + Sync {
 
     /// Deletes the session.
     async fn remove(&self, sid: &str) -> Result<(), BackendError>;
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn positions_print_parse_and_order_like_stream_ids() {
-        let p: Position = "1700000000000-3".parse().unwrap();
-        assert_eq!(p, Position { ms: 1_700_000_000_000, seq: 3 });
-        assert_eq!(p.to_string(), "1700000000000-3");
-        assert!(Position { ms: 1, seq: 9 } < Position { ms: 2, seq: 0 });
-        for bad in ["", "12", "a-1", "1-", "-1", "1-2-3"] {
-            assert!(bad.parse::<Position>().is_err(), "{bad}");
-        }
-    }
 }

@@ -6,7 +6,7 @@
 //! so every node delivers the same sequence. A blocking read holds its connection, so
 //! reads use a connection of their own and writes a shared, multiplexed one.
 
-use super::{BackendError, Delivered, EventBus, Position, SessionStore};
+use super::{BackendError, Delivered, EventBus, Position, SessionStore, UserId};
 use app::protocol::RoomEvent;
 use async_trait::async_trait;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
@@ -21,12 +21,14 @@ use std::time::Duration;
 pub const STREAM_KEY: &str = "chatroom:events";
 /// The stream field holding an event's JSON.
 const EVENT_FIELD: &str = "e";
+/// The stream field naming the user a join or rename is about (see `presence.lua`).
+const USER_FIELD: &str = "u";
 /// How long one `XREAD` waits for new events before asking again.
 const BLOCK_MS: u64 = 2_000;
 /// Sessions refreshed per pipeline.
 const REFRESH_CHUNK: usize = 500;
 
-fn unavailable(err: RedisError) -> BackendError {
+pub(super) fn unavailable(err: RedisError) -> BackendError {
     BackendError::Unavailable(err.to_string())
 }
 
@@ -86,9 +88,11 @@ fn decode_entry(id: &str, fields: &HashMap<String, redis::Value>) -> Option<Deli
         tracing::error!(%id, "skipping a stream entry with an id that is not MILLIS-SEQ");
         return None;
     };
-    let raw: Option<String> = fields.get(EVENT_FIELD).and_then(|v| redis::from_redis_value(v.clone()).ok());
-    match raw.map(|raw| serde_json::from_str::<RoomEvent>(&raw)) {
-        Some(Ok(event)) => Some(Delivered { position, event }),
+    let field =
+        |name: &str| -> Option<String> { fields.get(name).and_then(|v| redis::from_redis_value(v.clone()).ok()) };
+    let user = field(USER_FIELD).map(UserId::from_stored);
+    match field(EVENT_FIELD).map(|raw| serde_json::from_str::<RoomEvent>(&raw)) {
+        Some(Ok(event)) => Some(Delivered { position, event, user }),
         Some(Err(err)) => {
             tracing::error!(%position, %err, "skipping a stream entry that is not a room event");
             None

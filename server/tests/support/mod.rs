@@ -226,6 +226,11 @@ impl Client {
         assert_eq!(line["type"], "disconnected", "{}: expected a disconnect, got {line}", self.label);
     }
 
+    /// Skips events until the server ends the connection.
+    pub async fn until_disconnected(&mut self) {
+        while self.next_line().await["type"] != "disconnected" {}
+    }
+
     /// Asserts that nothing arrives for `within`.
     pub async fn expect_silence(&mut self, within: Duration) {
         if let Ok(line) = tokio::time::timeout(within, self.lines.next_line()).await {
@@ -233,11 +238,77 @@ impl Client {
         }
     }
 
+    /// Reads what a chatroom client is sent first: `hello`, its `backlog`, and `presence`.
+    pub async fn joined(&mut self) -> Joined {
+        let (event, _) = self.next_event().await;
+        assert_eq!(event, "hello", "{}: a chatroom client is greeted with hello first", self.label);
+        let (event, backlog) = self.next_event().await;
+        assert_eq!(event, "backlog", "{}: the backlog comes next: {backlog}", self.label);
+        let (event, presence) = self.next_event().await;
+        assert_eq!(event, "presence", "{}: who is online comes right after the backlog: {presence}", self.label);
+        let strings = |v: &Value| -> Vec<String> {
+            v.as_array().into_iter().flatten().filter_map(|s| s.as_str().map(str::to_owned)).collect()
+        };
+        Joined {
+            kind: backlog[0]["kind"].as_str().unwrap_or_default().to_owned(),
+            lines: backlog[0]["lines"].as_array().cloned().unwrap_or_default(),
+            online: strings(&presence[0]["users"]),
+            online_at: presence[0]["at"].as_str().unwrap_or_default().to_owned(),
+        }
+    }
+
+    /// Reads events until one named `event` whose first argument passes `wanted`, and
+    /// returns that argument; every event read before it is passed to `skipped`.
+    pub async fn wait_for(
+        &mut self,
+        event: &str,
+        wanted: impl Fn(&Value) -> bool,
+        mut skipped: impl FnMut(&str, &Value),
+    ) -> Value {
+        loop {
+            let (name, args) = self.next_event().await;
+            if name == event && wanted(&args[0]) {
+                return args[0].clone();
+            }
+            skipped(&name, &args[0]);
+        }
+    }
+
+    /// Every event that arrives within `within`.
+    pub async fn events_within(&mut self, within: Duration) -> Vec<(String, Value)> {
+        let deadline = tokio::time::Instant::now() + within;
+        let mut got = Vec::new();
+        while let Ok(line) = tokio::time::timeout_at(deadline, self.lines.next_line()).await {
+            let line = line.ok().flatten().unwrap_or_else(|| panic!("{}: the driver exited", self.label));
+            let line: Value = serde_json::from_str(&line).expect("a driver line is JSON");
+            got.push((line["event"].as_str().unwrap_or_default().to_owned(), line["args"][0].clone()));
+        }
+        got
+    }
+
     /// Disconnects the client and waits for its process to end.
     pub async fn close(mut self) {
         self.command(json!({"op": "close"})).await;
         let _ = tokio::time::timeout(WAIT, self.child.wait()).await;
     }
+}
+
+/// What a chatroom client is sent on joining.
+#[derive(Debug)]
+pub struct Joined {
+    /// `history`, `resume` or `reset`.
+    pub kind: String,
+    /// The backlog's lines.
+    pub lines: Vec<Value>,
+    /// The names online.
+    pub online: Vec<String>,
+    /// The position the list reflects.
+    pub online_at: String,
+}
+
+/// A line of the room as `kind author` (`chat ann`, `left bob`, `renamed anna`).
+pub fn line_kind_author(line: &Value) -> String {
+    format!("{} {}", line["kind"].as_str().unwrap_or_default(), line["author"].as_str().unwrap_or_default())
 }
 
 /// A TCP port on loopback that was free a moment ago.
