@@ -23,7 +23,21 @@ async function openChat(browser: Browser): Promise<Page> {
 async function setName(page: Page, name: string) {
   await page.locator("#username").fill(name);
   await page.getByRole("button", { name: "Set as Username" }).click();
-  await expect(lines(page).last()).toHaveText(`Your username is set to ${name}`);
+  await expect(page.getByText(`Your username is set to ${name}`, { exact: true })).toBeVisible();
+}
+
+/** A line seen live (not in the history a page is shown on joining). */
+function live(page: Page, text: string) {
+  return page.locator("#messages .line:not(.history) .body").getByText(text, { exact: true });
+}
+
+function online(page: Page) {
+  return page.locator("#online li");
+}
+
+async function say(page: Page, text: string) {
+  await page.locator("#myMessage").fill(text);
+  await page.locator("#myMessage").press("Enter");
 }
 
 function lines(page: Page) {
@@ -158,4 +172,97 @@ test("a reloaded page shows the recent history, with times, marked as history", 
   }
   await expect(page.getByText("Welcome to the chatroom!", { exact: true })).toHaveCount(1);
   await page.context().close();
+});
+
+test("who is online is listed, and the list follows joins, renames and leaves", async ({ browser }) => {
+  const alice = await openChat(browser);
+  const bob = await openChat(browser);
+  await setName(alice, "alice");
+  await setName(bob, "bob");
+  for (const page of [alice, bob]) {
+    await expect(online(page)).toHaveText(["alice", "bob"]);
+  }
+  await expect(alice.locator("#online li.me")).toHaveText("alice");
+  await expect(live(alice, "bob joined the chatroom.")).toBeVisible();
+
+  await setName(bob, "robert");
+  await expect(alice.getByText("bob is now known as robert.", { exact: true })).toBeVisible();
+  await expect(online(alice)).toHaveText(["alice", "robert"]);
+  await expect(alice.locator("#online-count")).toHaveText("2");
+
+  // A newcomer sees the list as it is now.
+  const carol = await openChat(browser);
+  await expect(online(carol)).toHaveText(["alice", "robert"]);
+
+  await bob.context().close();
+  await expect(live(alice, "robert left the chatroom.")).toBeVisible();
+  await expect(online(alice)).toHaveText(["alice"]);
+  await expect(online(carol)).toHaveText(["alice"]);
+  await alice.context().close();
+  await carol.context().close();
+});
+
+test("a reload is silent for the others and keeps the name", async ({ browser }) => {
+  const watcher = await openChat(browser);
+  const page = await openChat(browser);
+  await setName(page, "reloader");
+  await expect(online(watcher)).toHaveText(["reloader"]);
+  await page.reload();
+  await expect(page.locator("#status")).toHaveAttribute("data-state", "online");
+  // Still named (the list marks it as this page's user), so it can chat, listed once.
+  await expect(page.locator("#online li.me")).toHaveText("reloader");
+  await say(page, "still me");
+  await expect(watcher.getByText("reloader: still me", { exact: true })).toBeVisible();
+  await expect(online(page)).toHaveText(["reloader"]);
+  // Longer than the grace period (3 s here): no leave and no second join were announced.
+  await watcher.waitForTimeout(4_000);
+  await expect(watcher.getByText("reloader left the chatroom.", { exact: true })).toHaveCount(0);
+  await expect(watcher.getByText("reloader joined the chatroom.", { exact: true })).toHaveCount(1);
+  await expect(online(watcher)).toHaveText(["reloader"]);
+  await watcher.context().close();
+  await page.context().close();
+});
+
+test("two tabs of one browser are one user, with one name and one entry", async ({ browser }) => {
+  const watcher = await openChat(browser);
+  const context = await browser.newContext();
+  const tab1 = await context.newPage();
+  await tab1.goto(server.url + "/");
+  await setName(tab1, "twin");
+  const tab2 = await context.newPage();
+  await tab2.goto(server.url + "/");
+  await expect(tab2.locator("#status")).toHaveAttribute("data-state", "online");
+  await expect(online(watcher)).toHaveText(["twin"]);
+  await expect(online(tab2)).toHaveText(["twin"]);
+  await expect(tab2.locator("#online li.me")).toHaveText("twin");
+
+  // The second tab never set a name, yet it is twin; a rename there renames both.
+  await say(tab2, "from tab two");
+  await expect(watcher.getByText("twin: from tab two", { exact: true })).toBeVisible();
+  await setName(tab2, "twins");
+  await expect(tab1.locator("#online li.me")).toHaveText("twins");
+  await say(tab1, "from tab one");
+  await expect(watcher.getByText("twins: from tab one", { exact: true })).toBeVisible();
+
+  // Closing one tab is not leaving.
+  await tab1.close();
+  await watcher.waitForTimeout(4_000);
+  await expect(watcher.getByText("twins left the chatroom.", { exact: true })).toHaveCount(0);
+  await expect(online(watcher)).toHaveText(["twins"]);
+  await context.close();
+  await expect(watcher.getByText("twins left the chatroom.", { exact: true })).toBeVisible();
+  await watcher.context().close();
+});
+
+test("a name someone else has is refused inline", async ({ browser }) => {
+  const first = await openChat(browser);
+  const second = await openChat(browser);
+  await setName(first, "Unique");
+  await second.locator("#username").fill(" UNIQUE ");
+  await second.getByRole("button", { name: "Set as Username" }).click();
+  await expect(second.locator("#username-hint")).toHaveText('Username "UNIQUE" is already taken. Choose another one.');
+  await say(second, "may I?");
+  await expect(second.locator("#message-hint")).toHaveText("Failed to send the message. Specify a username first.");
+  await first.context().close();
+  await second.context().close();
 });

@@ -18,7 +18,13 @@ test.beforeAll(async () => {
   cluster = spawn(
     "bash",
     [path.join(root, "scripts", "cluster.sh"), "--no-build", "--nodes", "2", "--port", `${port}`, "--redis-port", `${redisPort}`],
-    { cwd: root, detached: true, stdio: ["ignore", "pipe", "inherit"], env: { ...process.env, REDIS_URL: "" } },
+    {
+      cwd: root,
+      detached: true,
+      stdio: ["ignore", "pipe", "inherit"],
+      // A 3 s grace period (10 s by default) keeps the wait for a leave short.
+      env: { ...process.env, REDIS_URL: "", CHATROOM_PRESENCE_GRACE_SECS: "3" },
+    },
   );
   url = await new Promise<string>((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error("the cluster did not start within 60 s")), 60_000);
@@ -66,6 +72,11 @@ test("two people on two nodes behind nginx chat both ways and see each other lea
     await expect(who.getByText(`Your username is set to ${name}`, { exact: true })).toBeVisible();
   }
 
+  // Each sees both in the list of who is online, wherever they are.
+  for (const who of [alice.page, bob.page]) {
+    await expect(who.locator("#online li")).toHaveText(["alice", "bob"]);
+  }
+
   await alice.page.locator("#myMessage").fill(`hello from ${alice.node}`);
   await alice.page.locator("#myMessage").press("Enter");
   await expect(bob.page.getByText(`alice: hello from ${alice.node}`, { exact: true })).toBeVisible();
@@ -76,6 +87,7 @@ test("two people on two nodes behind nginx chat both ways and see each other lea
 
   await bob.page.context().close();
   await expect(alice.page.getByText("bob left the chatroom.", { exact: true })).toBeVisible();
+  await expect(alice.page.locator("#online li")).toHaveText(["alice"]);
   await alice.page.context().close();
 });
 

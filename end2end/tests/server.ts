@@ -17,7 +17,9 @@ export class ChatServer {
 
   /** Starts the node and waits until it serves the page. */
   async start(): Promise<void> {
-    const child = spawn(binary, ["--addr", `127.0.0.1:${this.port}`, "--shutdown-timeout-secs", "2"], {
+    // A 3 s grace period (10 s by default) keeps the tests that wait for a leave short.
+    const args = ["--addr", `127.0.0.1:${this.port}`, "--shutdown-timeout-secs", "2", "--presence-grace-secs", "3"];
+    const child = spawn(binary, args, {
       cwd: root,
       stdio: ["ignore", "inherit", "inherit"],
     });
