@@ -3,10 +3,13 @@
 
 mod support;
 
+use serde_json::json;
 use std::collections::HashSet;
 use std::process::Stdio;
 use std::time::Duration;
-use support::{Client, Kind, Transport, free_port, workspace_root};
+use support::{
+    Client, Kind, Transport, assert_exactly_once, free_port, lines_until, named_sender, resumed_through, workspace_root,
+};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
@@ -43,6 +46,19 @@ impl Cluster {
         let url = format!("http://127.0.0.1:{port}");
         assert!(banner.starts_with(&format!("chatroom cluster: {url}")), "{banner}");
         Cluster { url, port, child }
+    }
+
+    /// The address of node `n` (1-based) without the load balancer.
+    fn node_url(&self, n: u16) -> String {
+        format!("http://127.0.0.1:{}", self.port + n)
+    }
+
+    /// Ends node `name` like a crash.
+    async fn kill9(&self, name: &str) {
+        let pid_file = workspace_root().join(format!("target/cluster-{}/{name}.pid", self.port));
+        let pid = std::fs::read_to_string(&pid_file).expect("the node's pid file");
+        let status = Command::new("kill").args(["-KILL", pid.trim()]).status().await.expect("kill");
+        assert!(status.success(), "kill -9 {name} failed");
     }
 
     /// SIGTERM, as Ctrl-C would: everything the command started must stop.
@@ -120,5 +136,37 @@ async fn nginx_spreads_websockets_pins_polling_and_carries_the_chat() {
     for client in others.into_iter().chain(ws_clients) {
         client.close().await;
     }
+    cluster.stop().await;
+}
+
+#[tokio::test]
+async fn a_client_resumes_through_nginx_on_the_other_node_after_its_node_is_killed() {
+    let cluster = Cluster::start().await;
+    let auth = json!({"v": 1, "key": "resumer-key-0123456789"});
+    let mut client = Client::connect_with_auth(&cluster.url, Transport::WebSocket, auth).await;
+    let doomed = node_of(&mut client).await;
+    // The sender sits on the node that survives, without the load balancer.
+    let survivor = if doomed == "node-1" { 2 } else { 1 };
+    let mut sender = named_sender(&cluster.node_url(survivor), "s").await;
+    for n in 0..10 {
+        sender.send(&n.to_string()).await;
+    }
+    let last_pos = lines_until(&mut client, "9").await.last().expect("lines").1.clone();
+
+    cluster.kill9(&doomed).await;
+    client.until_disconnected().await;
+    for n in 10..60 {
+        sender.send(&n.to_string()).await;
+    }
+    // Through nginx again: the dead node refuses the connection, nginx tries the other.
+    let auth = json!({"v": 1, "key": "resumer-key-0123456789", "after": last_pos});
+    let mut back = Client::connect_with_auth(&cluster.url, Transport::WebSocket, auth).await;
+    let got = resumed_through(&mut back, "59").await;
+    assert_exactly_once("resume through nginx after kill -9", &got, 10, 59);
+    for n in 60..70 {
+        sender.send(&n.to_string()).await;
+    }
+    let live = lines_until(&mut back, "69").await;
+    assert_exactly_once("live after the resume", &live, 60, 69);
     cluster.stop().await;
 }

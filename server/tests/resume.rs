@@ -3,70 +3,11 @@
 
 mod support;
 
-use serde_json::{Value, json};
-use std::collections::HashSet;
-use support::{Client, Kind, Node, RedisServer, Transport, spawn_app, spawn_app_with};
-
-/// A chat line's text and position, from a structured `line`.
-fn chat_text(line: &Value) -> Option<(String, String)> {
-    (line["kind"] == "chat").then(|| {
-        (line["text"].as_str().unwrap_or_default().to_owned(), line["pos"].as_str().unwrap_or_default().to_owned())
-    })
-}
-
-/// Reads what a chatroom client is sent first, returning the backlog's kind and lines.
-async fn backlog_of(client: &mut Client) -> (String, Vec<Value>) {
-    let joined = client.joined().await;
-    (joined.kind, joined.lines)
-}
-
-/// Reads live `line` events until a chat line with text `last` came.
-async fn lines_until(client: &mut Client, last: &str) -> Vec<(String, String)> {
-    let mut got = Vec::new();
-    loop {
-        let (event, args) = client.next_event().await;
-        if event != "line" {
-            continue;
-        }
-        if let Some(line) = chat_text(&args[0]) {
-            let done = line.0 == last;
-            got.push(line);
-            if done {
-                return got;
-            }
-        }
-    }
-}
-
-/// The chat lines a resuming client gets, backlog then live, up to the one with text `last`.
-async fn resumed_through(client: &mut Client, last: &str) -> Vec<(String, String)> {
-    let (kind, missed) = backlog_of(client).await;
-    assert_eq!(kind, "resume");
-    let mut got: Vec<(String, String)> = missed.iter().filter_map(chat_text).collect();
-    if got.last().map(|(text, _)| text.as_str()) != Some(last) {
-        got.extend(lines_until(client, last).await);
-    }
-    got
-}
-
-async fn named_sender(url: &str, name: &str) -> Client {
-    let mut sender = Client::connect(Kind::Js, url, Transport::WebSocket).await;
-    sender.next_message().await;
-    sender.set_username(name).await;
-    sender.next_message().await;
-    sender
-}
-
-/// Checks that `got` is exactly `first..=last` in order; prints the resume counts.
-fn assert_exactly_once(label: &str, got: &[(String, String)], first: u32, last: u32) {
-    let numbers: Vec<u32> = got.iter().map(|(text, _)| text.parse().expect("a number")).collect();
-    let unique: HashSet<u32> = numbers.iter().copied().collect();
-    let expected: Vec<u32> = (first..=last).collect();
-    let missing = expected.iter().filter(|n| !unique.contains(n)).count();
-    let duplicates = numbers.len() - unique.len();
-    println!("{label}: sent {}, received {}, duplicates {duplicates}, gaps {missing}", expected.len(), numbers.len());
-    assert_eq!(numbers, expected, "{label}: not exactly once and in order");
-}
+use serde_json::json;
+use support::{
+    Client, Node, RedisServer, Transport, assert_exactly_once, backlog_of, chat_text, lines_until, named_sender,
+    resumed_through, spawn_app, spawn_app_with,
+};
 
 #[tokio::test]
 async fn a_joining_chatroom_client_gets_the_history_then_a_welcome() {

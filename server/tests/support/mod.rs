@@ -6,6 +6,7 @@ use serde_json::{Value, json};
 use server::chat::ChatService;
 use server::configuration::Settings;
 use server::startup::Application;
+use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -309,6 +310,67 @@ pub struct Joined {
 /// A line of the room as `kind author` (`chat ann`, `left bob`, `renamed anna`).
 pub fn line_kind_author(line: &Value) -> String {
     format!("{} {}", line["kind"].as_str().unwrap_or_default(), line["author"].as_str().unwrap_or_default())
+}
+
+/// A chat line's text and position, from a structured `line`.
+pub fn chat_text(line: &Value) -> Option<(String, String)> {
+    (line["kind"] == "chat").then(|| {
+        (line["text"].as_str().unwrap_or_default().to_owned(), line["pos"].as_str().unwrap_or_default().to_owned())
+    })
+}
+
+/// Reads what a chatroom client is sent first, returning the backlog's kind and lines.
+pub async fn backlog_of(client: &mut Client) -> (String, Vec<Value>) {
+    let joined = client.joined().await;
+    (joined.kind, joined.lines)
+}
+
+/// Reads live `line` events until a chat line with text `last` came.
+pub async fn lines_until(client: &mut Client, last: &str) -> Vec<(String, String)> {
+    let mut got = Vec::new();
+    loop {
+        let (event, args) = client.next_event().await;
+        if event != "line" {
+            continue;
+        }
+        if let Some(line) = chat_text(&args[0]) {
+            let done = line.0 == last;
+            got.push(line);
+            if done {
+                return got;
+            }
+        }
+    }
+}
+
+/// The chat lines a resuming client gets, backlog then live, up to the one with text `last`.
+pub async fn resumed_through(client: &mut Client, last: &str) -> Vec<(String, String)> {
+    let (kind, missed) = backlog_of(client).await;
+    assert_eq!(kind, "resume");
+    let mut got: Vec<(String, String)> = missed.iter().filter_map(chat_text).collect();
+    if got.last().map(|(text, _)| text.as_str()) != Some(last) {
+        got.extend(lines_until(client, last).await);
+    }
+    got
+}
+
+pub async fn named_sender(url: &str, name: &str) -> Client {
+    let mut sender = Client::connect(Kind::Js, url, Transport::WebSocket).await;
+    sender.next_message().await;
+    sender.set_username(name).await;
+    sender.next_message().await;
+    sender
+}
+
+/// Checks that `got` is exactly `first..=last` in order; prints the resume counts.
+pub fn assert_exactly_once(label: &str, got: &[(String, String)], first: u32, last: u32) {
+    let numbers: Vec<u32> = got.iter().map(|(text, _)| text.parse().expect("a number")).collect();
+    let unique: HashSet<u32> = numbers.iter().copied().collect();
+    let expected: Vec<u32> = (first..=last).collect();
+    let missing = expected.iter().filter(|n| !unique.contains(n)).count();
+    let duplicates = numbers.len() - unique.len();
+    println!("{label}: sent {}, received {}, duplicates {duplicates}, gaps {missing}", expected.len(), numbers.len());
+    assert_eq!(numbers, expected, "{label}: not exactly once and in order");
 }
 
 /// A TCP port on loopback that was free a moment ago.
