@@ -81,6 +81,14 @@ async def main():
             break
         else:
             out({"type": "error", "message": "unknown op " + cmd["op"]})
+    # python-engineio's polling writer stops as soon as the client is disconnecting: if a
+    # POST (say, of the namespace CONNECT) is still in flight when disconnect() queues
+    # the DISCONNECT and CLOSE packets, they are never sent and the server only learns of
+    # the departure from the heartbeat, 45 s later. Let every queued packet go first.
+    try:
+        await asyncio.wait_for(sio.eio.queue.join(), 5)
+    except asyncio.TimeoutError:
+        pass
     await sio.disconnect()
 
 

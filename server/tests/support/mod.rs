@@ -53,6 +53,11 @@ pub async fn spawn_app() -> TestApp {
 
 /// Starts a node on a free port after `adjust` changed its settings.
 pub async fn spawn_app_with(adjust: impl FnOnce(&mut Settings)) -> TestApp {
+    // The node's logs, at the level RUST_LOG asks (errors only by default), per test.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
     let mut settings = Settings::with_addr("127.0.0.1:0".parse().expect("literal address"));
     settings.site_root = Some(workspace_root().join("target/site"));
     settings.shutdown_timeout_secs = 1;
