@@ -119,6 +119,8 @@ async fn presence_spans_nodes_and_heals_when_a_node_dies() {
     let mut mover = Client::connect_with_auth(&node1.url(), Transport::WebSocket, auth).await;
     mover.joined().await;
 
+    // The bound is 30 s: the watcher waits that long for each leave, not the usual 10 s.
+    watcher.set_patience(Duration::from_secs(30));
     let mut seen = Vec::new();
     for gone in ["left doomed", "left old"] {
         if !seen.iter().any(|line| line == gone) {

@@ -106,6 +106,8 @@ pub struct Client {
     pub sid: String,
     pub transport: String,
     label: String,
+    /// How long it waits for the next line from its driver.
+    patience: Duration,
     child: Child,
     stdin: ChildStdin,
     lines: Lines<BufReader<ChildStdout>>,
@@ -162,7 +164,8 @@ impl Client {
             .unwrap_or_else(|err| panic!("cannot start the {label} client driver: {err}"));
         let stdin = child.stdin.take().expect("piped stdin");
         let lines = BufReader::new(child.stdout.take().expect("piped stdout")).lines();
-        let mut client = Client { sid: String::new(), transport: String::new(), label, child, stdin, lines };
+        let mut client =
+            Client { sid: String::new(), transport: String::new(), label, patience: WAIT, child, stdin, lines };
         let connected = client.next_line().await;
         assert_eq!(connected["type"], "connected", "{}: expected to connect, got {connected}", client.label);
         client.sid = connected["sid"].as_str().unwrap_or_default().to_owned();
@@ -170,10 +173,15 @@ impl Client {
         client
     }
 
+    /// Waits up to `patience` (instead of the usual 10 s) for each next event.
+    pub fn set_patience(&mut self, patience: Duration) {
+        self.patience = patience;
+    }
+
     async fn next_line(&mut self) -> Value {
-        let line = tokio::time::timeout(WAIT, self.lines.next_line())
+        let line = tokio::time::timeout(self.patience, self.lines.next_line())
             .await
-            .unwrap_or_else(|_| panic!("{}: nothing received within {WAIT:?}", self.label))
+            .unwrap_or_else(|_| panic!("{}: nothing received within {:?}", self.label, self.patience))
             .unwrap_or_else(|err| panic!("{}: cannot read the driver: {err}", self.label))
             .unwrap_or_else(|| panic!("{}: the driver exited", self.label));
         serde_json::from_str(&line).unwrap_or_else(|err| panic!("{}: bad driver line {line:?}: {err}", self.label))
