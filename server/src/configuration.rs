@@ -40,10 +40,17 @@ pub struct Settings {
           value_parser = clap::value_parser!(u32).range(16..=1_000_000))]
     pub client_queue: u32,
 
-    /// Seconds to wait for connections to close on shutdown before exiting anyway.
-    #[arg(long, env = "CHATROOM_SHUTDOWN_TIMEOUT_SECS", default_value_t = 10,
+    /// Bound in seconds on the drain after SIGTERM or Ctrl-C: the node exits by then even
+    /// if connections are still closing.
+    #[arg(long, env = "CHATROOM_SHUTDOWN_TIMEOUT_SECS", default_value_t = 30,
           value_parser = clap::value_parser!(u64).range(0..=3_600))]
     pub shutdown_timeout_secs: u64,
+
+    /// Seconds a draining node keeps its clients after turning not ready, so that a load
+    /// balancer checking `/readyz` stops sending it traffic first.
+    #[arg(long, env = "CHATROOM_DRAIN_DELAY_SECS", default_value_t = 0,
+          value_parser = clap::value_parser!(u64).range(0..=300))]
+    pub drain_delay_secs: u64,
 
     /// Redis URL (`redis://`, `rediss://`, password in the URL): this node then shares the
     /// room with every node on the same Redis. Without it, one node with in-memory state.
@@ -228,6 +235,11 @@ impl Settings {
     /// How long a session record outlives its last refresh.
     pub fn session_ttl(&self) -> Duration {
         Duration::from_secs(self.session_ttl_secs)
+    }
+
+    /// How long a draining node keeps its clients before telling them to reconnect.
+    pub fn drain_delay(&self) -> Duration {
+        Duration::from_secs(self.drain_delay_secs)
     }
 
     /// The shutdown bound.

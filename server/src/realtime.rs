@@ -27,7 +27,7 @@ use socketioxide::{SendError, SocketError, SocketIo};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 use std::time::Duration;
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::{Notify, mpsc, watch};
 use tokio_util::task::TaskTracker;
 
 /// Events from one client waiting to be handled.
@@ -74,6 +74,8 @@ struct Member {
     /// The name it posts under. Delivery changes it too, when another connection of the
     /// same user takes a name.
     name: Mutex<Option<Username>>,
+    /// Tells its connection task that the connection is over.
+    gone: Arc<Notify>,
 }
 
 /// Each change under these locks is a single write: a poisoned lock is still consistent.
@@ -215,12 +217,20 @@ pub struct Realtime {
     members: Members,
     /// The connection tasks, so that shutdown can wait for their sessions to close.
     tasks: TaskTracker,
+    /// The position of the newest room event delivered to this node's members.
+    delivered: watch::Sender<Position>,
 }
 
 impl Realtime {
     /// Handlers over `chat`, on the node named `node`.
     pub fn new(chat: Arc<ChatService>, node: &str) -> Self {
-        Self { chat, node: node.into(), members: Members::default(), tasks: TaskTracker::new() }
+        Self {
+            chat,
+            node: node.into(),
+            members: Members::default(),
+            tasks: TaskTracker::new(),
+            delivered: watch::Sender::new(Position::default()),
+        }
     }
 
     /// Installs the default namespace's handlers.
@@ -231,6 +241,23 @@ impl Realtime {
             realtime.on_connect(socket, auth.ok());
             async {}
         });
+    }
+
+    /// Waits until every room event published so far has been delivered to this node's
+    /// members, or `within` passed; returns whether it was.
+    pub async fn wait_delivered(&self, within: Duration) -> bool {
+        let Ok(tail) = self.chat.bus().tail().await else { return false };
+        let mut delivered = self.delivered.subscribe();
+        tokio::time::timeout(within, delivered.wait_for(|at| *at >= tail)).await.is_ok_and(|r| r.is_ok())
+    }
+
+    /// Ends every connection's session, for a node whose client transports were closed
+    /// all at once (socketioxide then calls no disconnect handler).
+    pub fn end_all_sessions(&self) {
+        for member in self.members.snapshot() {
+            self.members.remove(member.socket.id);
+            member.gone.notify_one();
+        }
     }
 
     /// Waits until every connection task has closed its session.
@@ -257,7 +284,8 @@ impl Realtime {
             }
             None => UserId::of_connection(&socket.id.to_string()),
         };
-        let member = Arc::new(Member { socket: socket.clone(), feed, user, name: Mutex::new(None) });
+        let member =
+            Arc::new(Member { socket: socket.clone(), feed, user, name: Mutex::new(None), gone: gone.clone() });
         self.members.insert(member.clone());
         match auth {
             None => member.reply(welcome()),
@@ -310,6 +338,7 @@ impl Realtime {
                         }
                         after = delivered.position;
                     }
+                    self.delivered.send_replace(after);
                 }
                 Err(BackendError::Trimmed { after: missed_from, oldest }) => {
                     tracing::error!(%missed_from, %oldest, "delivery fell behind the bus; events in between were lost to this node's clients");

@@ -7,6 +7,7 @@ use crate::backend::redis_presence::RedisPresence;
 use crate::chat::{Backends, ChatService};
 use crate::configuration::RedisUrl;
 use crate::configuration::Settings;
+use crate::health::{self, Health};
 use crate::realtime::Realtime;
 use app::shell;
 use axum::Router;
@@ -46,9 +47,11 @@ pub struct Application {
     io: SocketIo,
     chat: Arc<ChatService>,
     realtime: Realtime,
+    health: Health,
     /// Tasks that run for the life of the node (bus delivery, session refresh).
     background: Vec<JoinHandle<()>>,
     shutdown_timeout: Duration,
+    drain_delay: Duration,
 }
 
 impl Application {
@@ -93,6 +96,8 @@ impl Application {
         realtime.register(&io);
         background.push(tokio::spawn(realtime.clone().deliver_room_events()));
 
+        let health = Health::new(&node_name, chat.clone());
+
         // Leptos renders on the tokio runtime; a second call (tests) finds it set already.
         let _ = any_spawner::Executor::init_tokio();
         let router = Router::new()
@@ -105,7 +110,10 @@ impl Application {
             )
             // The wasm, JS and CSS under /pkg and the files of public/ all sit in the site root.
             .fallback_service(ServeDir::new(site.site_root.as_ref()))
-            .layer(socket_layer);
+            .layer(socket_layer)
+            // Outside the socket layer, so that a draining node refuses before a handshake.
+            .layer(axum::middleware::from_fn_with_state(health.clone(), health::gate_connections))
+            .merge(health::routes(health.clone()));
 
         Ok(Self {
             listener,
@@ -115,8 +123,10 @@ impl Application {
             io,
             chat,
             realtime,
+            health,
             background,
             shutdown_timeout: settings.shutdown_timeout(),
+            drain_delay: settings.drain_delay(),
         })
     }
 
@@ -135,34 +145,40 @@ impl Application {
         self.chat.clone()
     }
 
-    /// Serves until `shutdown` completes, then closes every client connection and
-    /// waits for them at most the configured shutdown timeout.
+    /// Serves until `shutdown` completes, then drains: not ready and no new connections
+    /// at once; after the drain delay, every event published so far delivered here, then
+    /// the clients told to reconnect (their transport is closed, so they come back through
+    /// the load balancer elsewhere) and their sessions closed. Exits by the shutdown bound.
     pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
         let (stop_tx, stop_rx) = watch::channel(false);
         tokio::spawn(async move {
             shutdown.await;
             let _ = stop_tx.send(true);
         });
-        // On the signal, stop accepting connections and, at the same time, close the open
-        // ones (so that clients reconnect elsewhere) and let their sessions end.
-        let mut accept_rx = stop_rx.clone();
-        let stop_accepting = async move {
-            let _ = accept_rx.wait_for(|stop| *stop).await;
-        };
-        let (io, realtime, mut close_rx) = (self.io.clone(), self.realtime.clone(), stop_rx.clone());
-        let closing = tokio::spawn(async move {
-            let _ = close_rx.wait_for(|stop| *stop).await;
-            tracing::info!("shutting down: closing client connections");
+        let (drained_tx, mut drained_rx) = watch::channel(false);
+        let (io, realtime, health, delay) =
+            (self.io.clone(), self.realtime.clone(), self.health.clone(), self.drain_delay);
+        let mut drain_rx = stop_rx.clone();
+        let draining = tokio::spawn(async move {
+            let _ = drain_rx.wait_for(|stop| *stop).await;
+            tracing::info!(?delay, "draining: not ready, new connections refused");
+            health.start_draining();
+            tokio::time::sleep(delay).await;
+            if !realtime.wait_delivered(Duration::from_secs(5)).await {
+                tracing::warn!("not every room event was delivered before the clients were let go");
+            }
+            tracing::info!("draining: telling clients to reconnect elsewhere");
             io.close().await;
-            // Named users' leave notices are published before the node goes.
+            // Their sessions close (and presence learns it) before the node goes.
+            realtime.end_all_sessions();
             realtime.wait_for_sessions().await;
+            tracing::info!("drained: every session closed");
+            let _ = drained_tx.send(true);
         });
-        let serve = axum::serve(self.listener, self.router).with_graceful_shutdown(stop_accepting).into_future();
-        let drained = async move {
-            let result = serve.await;
-            let _ = closing.await;
-            result
+        let stop_serving = async move {
+            let _ = drained_rx.wait_for(|drained| *drained).await;
         };
+        let serve = axum::serve(self.listener, self.router).with_graceful_shutdown(stop_serving).into_future();
         let mut deadline_rx = stop_rx;
         let timeout = self.shutdown_timeout;
         let deadline = async move {
@@ -170,12 +186,13 @@ impl Application {
             tokio::time::sleep(timeout).await;
         };
         let result = tokio::select! {
-            result = drained => result,
+            result = serve => result,
             () = deadline => {
-                tracing::warn!(?timeout, "connections still open at the shutdown deadline; exiting anyway");
+                tracing::warn!(?timeout, "still draining at the shutdown deadline; exiting anyway");
                 Ok(())
             }
         };
+        draining.abort();
         for task in &self.background {
             task.abort();
         }

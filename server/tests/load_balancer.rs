@@ -8,7 +8,7 @@ use std::collections::HashSet;
 use std::process::Stdio;
 use std::time::Duration;
 use support::{
-    Client, Kind, Transport, assert_exactly_once, free_port, lines_until, named_sender, resumed_through, workspace_root,
+    Client, Kind, Transport, assert_exactly_once, free_port, free_port_range, lines_until, named_sender, resumed_through, workspace_root,
 };
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
@@ -25,7 +25,8 @@ impl Cluster {
             workspace_root().join("target/release/server").exists(),
             "scripts/cluster.sh runs the release build: run `cargo leptos build --release` first (scripts/test.sh does)"
         );
-        let port = free_port();
+        // nginx on `port`, the nodes on the next two.
+        let port = free_port_range(3);
         let redis_port = free_port();
         let mut child = Command::new("bash")
             .arg(workspace_root().join("scripts/cluster.sh"))

@@ -5,22 +5,13 @@ mod support;
 
 use std::process::Stdio;
 use std::time::Duration;
-use support::{spawn_app, workspace_root};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use support::{http_get, spawn_app, workspace_root};
 use tokio::net::TcpStream;
 use tokio::process::Command;
 
 /// A plain HTTP/1.1 GET; returns the status code and the body.
 async fn get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
-    let mut stream = TcpStream::connect(addr).await.expect("connect");
-    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
-    stream.write_all(request.as_bytes()).await.expect("write request");
-    let mut raw = Vec::new();
-    stream.read_to_end(&mut raw).await.expect("read response");
-    let text = String::from_utf8_lossy(&raw).into_owned();
-    let status = text.split(' ').nth(1).and_then(|s| s.parse().ok()).expect("status line");
-    let body = text.split_once("\r\n\r\n").map(|(_, body)| body.to_owned()).unwrap_or_default();
-    (status, body)
+    http_get(&addr.to_string(), path).await
 }
 
 #[tokio::test]

@@ -240,6 +240,16 @@ impl Client {
         assert_eq!(line["type"], "disconnected", "{}: expected a disconnect, got {line}", self.label);
     }
 
+    /// The next thing the driver reports: an event's name and first argument, or
+    /// `disconnected` (or `error`) with the driver's line.
+    pub async fn next_any(&mut self) -> (String, Value) {
+        let line = self.next_line().await;
+        match line["type"].as_str() {
+            Some("event") => (line["event"].as_str().unwrap_or_default().to_owned(), line["args"][0].clone()),
+            other => (other.unwrap_or_default().to_owned(), line),
+        }
+    }
+
     /// Skips events until the server ends the connection.
     pub async fn until_disconnected(&mut self) {
         while self.next_line().await["type"] != "disconnected" {}
@@ -386,6 +396,19 @@ pub fn assert_exactly_once(label: &str, got: &[(String, String)], first: u32, la
     assert_eq!(numbers, expected, "{label}: not exactly once and in order");
 }
 
+/// The first of `n` consecutive loopback ports that were free a moment ago.
+pub fn free_port_range(n: u16) -> u16 {
+    loop {
+        let first = free_port();
+        let rest_free = (1..n).all(|i| {
+            first.checked_add(i).is_some_and(|port| std::net::TcpListener::bind(("127.0.0.1", port)).is_ok())
+        });
+        if rest_free {
+            return first;
+        }
+    }
+}
+
 /// A TCP port on loopback that was free a moment ago.
 pub fn free_port() -> u16 {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a free port");
@@ -462,10 +485,17 @@ pub struct Node {
 impl Node {
     /// Starts a node on a free port; `extra` are more command-line flags.
     pub async fn spawn(redis_url: &str, name: &str, extra: &[&str]) -> Node {
-        let port = free_port();
-        let child = Command::new(env!("CARGO_BIN_EXE_server"))
-            .args(["--addr", &format!("127.0.0.1:{port}"), "--redis-url", redis_url, "--node-name", name])
-            .args(["--shutdown-timeout-secs", "2"])
+        Self::spawn_on(free_port(), redis_url, name, extra).await
+    }
+
+    /// Starts a node on `port` (for example again, after it stopped).
+    pub async fn spawn_on(port: u16, redis_url: &str, name: &str, extra: &[&str]) -> Node {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_server"));
+        command.args(["--addr", &format!("127.0.0.1:{port}"), "--redis-url", redis_url, "--node-name", name]);
+        if !extra.contains(&"--shutdown-timeout-secs") {
+            command.args(["--shutdown-timeout-secs", "2"]);
+        }
+        let child = command
             .args(extra)
             .current_dir(workspace_root())
             .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()))
@@ -481,10 +511,38 @@ impl Node {
         format!("http://127.0.0.1:{}", self.port)
     }
 
+    /// Sends it SIGTERM, as a deploy would; see [`Node::wait_exit`].
+    pub async fn terminate(&self) {
+        let pid = self.child.id().expect("running").to_string();
+        let status = Command::new("kill").args(["-TERM", &pid]).status().await.expect("run kill");
+        assert!(status.success(), "kill -TERM {pid} failed");
+    }
+
+    /// Waits (at most `within`) for it to exit; whether it exited cleanly.
+    pub async fn wait_exit(&mut self, within: Duration) -> bool {
+        match tokio::time::timeout(within, self.child.wait()).await {
+            Ok(Ok(status)) => status.success(),
+            _ => false,
+        }
+    }
+
     /// Ends it like a crash: no goodbye to anyone.
     pub async fn kill9(&mut self) {
         let _ = self.child.kill().await;
     }
+}
+
+/// A plain HTTP/1.1 GET to `addr` (`HOST:PORT`); returns the status code and the body.
+pub async fn http_get(addr: &str, path: &str) -> (u16, String) {
+    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.expect("write request");
+    let mut raw = Vec::new();
+    tokio::io::AsyncReadExt::read_to_end(&mut stream, &mut raw).await.expect("read response");
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let status = text.split(' ').nth(1).and_then(|s| s.parse().ok()).expect("status line");
+    let body = text.split_once("\r\n\r\n").map(|(_, body)| body.to_owned()).unwrap_or_default();
+    (status, body)
 }
 
 /// Polls `check` until it holds or `within` passes; returns how long it took.
