@@ -37,6 +37,26 @@ pub enum Refusal {
     Unavailable,
 }
 
+impl Refusal {
+    /// A short stable name for the reason (metrics, logs).
+    pub fn code(&self) -> &'static str {
+        match self {
+            Refusal::EmptyName => "empty_name",
+            Refusal::NameTooLong { .. } => "name_too_long",
+            Refusal::NameHasControlChars => "name_control_chars",
+            Refusal::NameNotText => "name_not_text",
+            Refusal::NameTaken { .. } => "name_taken",
+            Refusal::NameUnavailable => "name_unavailable",
+            Refusal::NoUsername => "no_username",
+            Refusal::EmptyMessage => "empty_message",
+            Refusal::MessageTooLong { .. } => "message_too_long",
+            Refusal::MessageNotText => "message_not_text",
+            Refusal::Busy => "busy",
+            Refusal::Unavailable => "unavailable",
+        }
+    }
+}
+
 /// A username that passed the rules: trimmed, not empty, short, no control characters.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Username(String);

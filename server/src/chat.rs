@@ -179,7 +179,7 @@ impl ChatService {
     }
 
     /// Announces leaves whose time has come, every second, for the life of the node.
-    pub async fn sweep_presence(self: Arc<Self>) {
+    pub async fn sweep_presence(self: Arc<Self>, metrics: Arc<crate::metrics::Metrics>) {
         let mut ticks = tokio::time::interval(SWEEP_EVERY);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -187,7 +187,10 @@ impl ChatService {
             match self.presence.sweep().await {
                 Ok(0) => {}
                 Ok(left) => tracing::info!(left, "announced the leave of users gone for good"),
-                Err(err) => tracing::warn!(%err, "cannot sweep presence; retrying at the next tick"),
+                Err(err) => {
+                    tracing::warn!(%err, "cannot sweep presence; retrying at the next tick");
+                    metrics.backend_error("presence");
+                }
             }
         }
     }

@@ -40,6 +40,11 @@ pub struct Settings {
           value_parser = clap::value_parser!(u32).range(16..=1_000_000))]
     pub client_queue: u32,
 
+    /// Serve `/metrics` on this address only (for example 127.0.0.1:9100); without it,
+    /// on the main address.
+    #[arg(long, env = "CHATROOM_METRICS_ADDR")]
+    pub metrics_addr: Option<SocketAddr>,
+
     /// Bound in seconds on the drain after SIGTERM or Ctrl-C: the node exits by then even
     /// if connections are still closing.
     #[arg(long, env = "CHATROOM_SHUTDOWN_TIMEOUT_SECS", default_value_t = 30,

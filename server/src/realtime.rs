@@ -14,6 +14,7 @@
 
 use crate::backend::{BackendError, Delivered, Position, UserId};
 use crate::chat::ChatService;
+use crate::metrics::{ClientLabels, Metrics};
 use app::protocol::{
     BACKLOG, Backlog, BacklogKind, ClientAuth, HELLO, Hello, LINE, MESSAGE, NOTICE, Notice, PRESENCE, Presence,
     RoomEvent, RoomLine, SET_USERNAME, WELCOME, username_set,
@@ -23,7 +24,7 @@ use serde::Serialize;
 use serde_json::Value;
 use socketioxide::extract::{SocketRef, TryData};
 use socketioxide::socket::{DisconnectReason, Sid};
-use socketioxide::{SendError, SocketError, SocketIo};
+use socketioxide::{SendError, SocketError, SocketIo, TransportType};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 use std::time::Duration;
@@ -76,6 +77,9 @@ struct Member {
     name: Mutex<Option<Username>>,
     /// Tells its connection task that the connection is over.
     gone: Arc<Notify>,
+    metrics: Arc<Metrics>,
+    /// How it is counted among the connected clients.
+    labels: ClientLabels,
 }
 
 /// Each change under these locks is a single write: a poisoned lock is still consistent.
@@ -138,6 +142,11 @@ impl Member {
         online: Option<(Vec<String>, Position)>,
     ) {
         let Feed::Structured(cursor) = &self.feed else { return };
+        self.metrics.backlog(match kind {
+            BacklogKind::History => "history",
+            BacklogKind::Resume => "resume",
+            BacklogKind::Reset => "reset",
+        });
         let mut cursor = lock(cursor);
         cursor.last_sent = backlog.last().map(|d| d.position).or(resumed_after).unwrap_or_default();
         let lines = backlog.iter().map(room_line).collect();
@@ -153,9 +162,9 @@ impl Member {
         }
     }
 
-    fn send_room_event<T: Serialize + ?Sized>(&self, event: &str, data: &T) {
+    fn send_room_event<T: Serialize + ?Sized>(&self, event: &'static str, data: &T) {
         match self.socket.emit(event, data) {
-            Ok(()) => {}
+            Ok(()) => self.metrics.event_out(event),
             Err(SendError::Socket(SocketError::InternalChannelFull)) => {
                 // Skipping a line for this client would leave a silent hole in its chat:
                 // disconnect it instead, so it knows and can come back.
@@ -169,16 +178,18 @@ impl Member {
 
     /// Answers this client alone: its text for a legacy client, the notice for a chatroom client.
     fn reply(&self, notice: Notice) {
-        let sent = match self.feed {
-            Feed::Legacy => self.socket.emit(MESSAGE, notice.text()),
-            Feed::Structured(_) => self.socket.emit(NOTICE, &notice),
+        let (event, sent) = match self.feed {
+            Feed::Legacy => (MESSAGE, self.socket.emit(MESSAGE, notice.text())),
+            Feed::Structured(_) => (NOTICE, self.socket.emit(NOTICE, &notice)),
         };
-        if let Err(err) = sent {
-            tracing::debug!(sid = %self.socket.id, %err, "reply not sent: the client is gone");
+        match sent {
+            Ok(()) => self.metrics.event_out(event),
+            Err(err) => tracing::debug!(sid = %self.socket.id, %err, "reply not sent: the client is gone"),
         }
     }
 
     fn refuse(&self, refusal: &Refusal) {
+        self.metrics.refused(refusal.code());
         self.reply(Notice::Refused { text: refusal.to_string() });
     }
 }
@@ -219,17 +230,19 @@ pub struct Realtime {
     tasks: TaskTracker,
     /// The position of the newest room event delivered to this node's members.
     delivered: watch::Sender<Position>,
+    metrics: Arc<Metrics>,
 }
 
 impl Realtime {
     /// Handlers over `chat`, on the node named `node`.
-    pub fn new(chat: Arc<ChatService>, node: &str) -> Self {
+    pub fn new(chat: Arc<ChatService>, node: &str, metrics: Arc<Metrics>) -> Self {
         Self {
             chat,
             node: node.into(),
             members: Members::default(),
             tasks: TaskTracker::new(),
             delivered: watch::Sender::new(Position::default()),
+            metrics,
         }
     }
 
@@ -284,8 +297,23 @@ impl Realtime {
             }
             None => UserId::of_connection(&socket.id.to_string()),
         };
-        let member =
-            Arc::new(Member { socket: socket.clone(), feed, user, name: Mutex::new(None), gone: gone.clone() });
+        let labels = ClientLabels {
+            transport: match socket.transport_type() {
+                TransportType::Websocket => "websocket",
+                TransportType::Polling => "polling",
+            },
+            protocol: if auth.is_some() { "chatroom" } else { "legacy" },
+        };
+        self.metrics.clients.get_or_create(&labels).inc();
+        let member = Arc::new(Member {
+            socket: socket.clone(),
+            feed,
+            user,
+            name: Mutex::new(None),
+            gone: gone.clone(),
+            metrics: self.metrics.clone(),
+            labels,
+        });
         self.members.insert(member.clone());
         match auth {
             None => member.reply(welcome()),
@@ -294,6 +322,7 @@ impl Realtime {
                 if let Err(err) = socket.emit(HELLO, &hello) {
                     tracing::debug!(sid = %socket.id, %err, "hello not sent: the client is gone");
                 }
+                self.metrics.event_in("join");
                 let _ = inbox.try_send(Inbound::Join { after: auth.after, name: auth.name });
             }
         }
@@ -303,14 +332,17 @@ impl Realtime {
 
     fn install_handlers(&self, socket: &SocketRef, inbox: mpsc::Sender<Inbound>, gone: Arc<Notify>) {
         socket.on(SET_USERNAME, {
-            let inbox = inbox.clone();
+            let (inbox, metrics) = (inbox.clone(), self.metrics.clone());
             move |socket: SocketRef, TryData(data): TryData<Value>| {
-                enqueue(&socket, &inbox, Inbound::SetUsername(data.ok()));
+                metrics.event_in(SET_USERNAME);
+                enqueue(&socket, &inbox, &metrics, Inbound::SetUsername(data.ok()));
                 async {}
             }
         });
+        let metrics = self.metrics.clone();
         socket.on(MESSAGE, move |socket: SocketRef, TryData(data): TryData<Value>| {
-            enqueue(&socket, &inbox, Inbound::Message(data.ok()));
+            metrics.event_in(MESSAGE);
+            enqueue(&socket, &inbox, &metrics, Inbound::Message(data.ok()));
             async {}
         });
         let members = self.members.clone();
@@ -327,10 +359,17 @@ impl Realtime {
     pub async fn deliver_room_events(self) {
         let bus = self.chat.bus().clone();
         let mut after = read_tail(&self.chat).await;
+        let mut failing = false;
         loop {
             match bus.read_after(after, DELIVERY_BATCH).await {
                 Ok(batch) => {
+                    if std::mem::take(&mut failing) {
+                        self.metrics.bus_reconnects.inc();
+                    }
+                    let now_ms = now_ms();
                     for delivered in batch {
+                        let lag = Duration::from_millis(now_ms.saturating_sub(delivered.position.ms));
+                        Metrics::observe(&self.metrics.delivery_seconds, lag);
                         let legacy = delivered.event.legacy_text();
                         let line = room_line(&delivered);
                         for member in self.members.snapshot() {
@@ -346,6 +385,8 @@ impl Realtime {
                 }
                 Err(err) => {
                     tracing::warn!(%err, "cannot read the bus; retrying");
+                    self.metrics.backend_error("bus_read");
+                    failing = true;
                     tokio::time::sleep(Duration::from_millis(200)).await;
                 }
             }
@@ -357,11 +398,17 @@ fn welcome() -> Notice {
     Notice::Welcome { text: WELCOME.to_owned() }
 }
 
-fn enqueue(socket: &SocketRef, inbox: &mpsc::Sender<Inbound>, event: Inbound) {
+/// Milliseconds since the Unix epoch, the clock of room positions.
+fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+fn enqueue(socket: &SocketRef, inbox: &mpsc::Sender<Inbound>, metrics: &Metrics, event: Inbound) {
     match inbox.try_send(event) {
         Ok(()) => {}
         Err(mpsc::error::TrySendError::Full(_)) => {
             tracing::warn!(sid = %socket.id, "client sends faster than it is served; event refused");
+            metrics.refused(Refusal::Busy.code());
             if let Err(err) = socket.emit(MESSAGE, &Refusal::Busy.to_string()) {
                 tracing::debug!(sid = %socket.id, %err, "refusal not sent: the client is gone");
             }
@@ -383,7 +430,10 @@ async fn serve_connection(
         // The user is online already (another tab, or back within its grace period).
         Ok(Some(name)) => drop(member.set_name(Some(name))),
         Ok(None) => {}
-        Err(err) => tracing::warn!(%sid, %err, "could not record the session"),
+        Err(err) => {
+            tracing::warn!(%sid, %err, "could not record the session");
+            member.metrics.backend_error("session");
+        }
     }
     loop {
         tokio::select! {
@@ -398,7 +448,9 @@ async fn serve_connection(
     }
     if let Err(err) = chat.close_session(&sid, &member.user).await {
         tracing::error!(%sid, %err, "could not close the session cleanly");
+        member.metrics.backend_error("session");
     }
+    member.metrics.clients.get_or_create(&member.labels).dec();
 }
 
 async fn handle(member: &Member, chat: &ChatService, event: Inbound) {
@@ -409,12 +461,14 @@ async fn handle(member: &Member, chat: &ChatService, event: Inbound) {
                 Err(err) => {
                     // The client is told it may have missed events, rather than left guessing.
                     tracing::warn!(sid = %member.socket.id, %err, "cannot read the backlog");
+                    member.metrics.backend_error("backlog");
                     (BacklogKind::Reset, Vec::new(), None)
                 }
             };
             // Read after the backlog, so the list reflects every event the backlog holds.
             let online = chat.online().await.inspect_err(|err| {
                 tracing::warn!(sid = %member.socket.id, %err, "cannot read who is online");
+                member.metrics.backend_error("presence");
             });
             member.catch_up(kind, backlog, resumed_after, online.ok());
             if after.is_none() {
@@ -429,8 +483,15 @@ async fn handle(member: &Member, chat: &ChatService, event: Inbound) {
         }
         Inbound::SetUsername(raw) => set_username(member, chat, raw).await,
         Inbound::Message(raw) => {
-            if let Err(refusal) = chat.post(member.name().as_ref(), raw.as_ref()).await {
-                member.refuse(&refusal);
+            let started = std::time::Instant::now();
+            match chat.post(member.name().as_ref(), raw.as_ref()).await {
+                Ok(_) => Metrics::observe(&member.metrics.publish_seconds, started.elapsed()),
+                Err(refusal) => {
+                    if refusal == Refusal::Unavailable {
+                        member.metrics.backend_error("bus_publish");
+                    }
+                    member.refuse(&refusal);
+                }
             }
         }
     }

@@ -8,6 +8,7 @@ use crate::chat::{Backends, ChatService};
 use crate::configuration::RedisUrl;
 use crate::configuration::Settings;
 use crate::health::{self, Health};
+use crate::metrics::{self, Metrics};
 use crate::realtime::Realtime;
 use app::shell;
 use axum::Router;
@@ -83,7 +84,6 @@ impl Application {
             .with_history(settings.history())
             .with_grace(settings.presence().grace),
         );
-        background.push(tokio::spawn(chat.clone().sweep_presence()));
 
         let (socket_layer, io) = SocketIo::builder()
             .ping_interval(settings.ping_interval())
@@ -92,7 +92,9 @@ impl Application {
             .ws_max_message_size(settings.max_payload_bytes as usize)
             .max_buffer_size(settings.client_queue as usize)
             .build_layer();
-        let realtime = Realtime::new(chat.clone(), &node_name);
+        let metrics = Arc::new(Metrics::default());
+        background.push(tokio::spawn(chat.clone().sweep_presence(metrics.clone())));
+        let realtime = Realtime::new(chat.clone(), &node_name, metrics.clone());
         realtime.register(&io);
         background.push(tokio::spawn(realtime.clone().deliver_room_events()));
 
@@ -114,6 +116,22 @@ impl Application {
             // Outside the socket layer, so that a draining node refuses before a handshake.
             .layer(axum::middleware::from_fn_with_state(health.clone(), health::gate_connections))
             .merge(health::routes(health.clone()));
+        // Metrics on their own address when one is given (kept off the public port).
+        let router = match settings.metrics_addr {
+            None => router.merge(metrics::routes(metrics)),
+            Some(addr) => {
+                let bind_error = |source| StartupError::Bind { addr, source };
+                let listener = TcpListener::bind(addr).await.map_err(bind_error)?;
+                tracing::info!(addr = %listener.local_addr().map_err(bind_error)?, "metrics on their own address");
+                let metrics_router = metrics::routes(metrics);
+                background.push(tokio::spawn(async move {
+                    if let Err(err) = axum::serve(listener, metrics_router).await {
+                        tracing::error!(%err, "the metrics listener failed");
+                    }
+                }));
+                router
+            }
+        };
 
         Ok(Self {
             listener,

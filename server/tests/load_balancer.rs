@@ -8,7 +8,8 @@ use std::collections::HashSet;
 use std::process::Stdio;
 use std::time::Duration;
 use support::{
-    Client, Kind, Transport, assert_exactly_once, free_port, free_port_range, lines_until, named_sender, resumed_through, workspace_root,
+    Client, Kind, Transport, assert_exactly_once, free_port, free_port_range, lines_until, named_sender,
+    resumed_through, workspace_root,
 };
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};

@@ -400,9 +400,8 @@ pub fn assert_exactly_once(label: &str, got: &[(String, String)], first: u32, la
 pub fn free_port_range(n: u16) -> u16 {
     loop {
         let first = free_port();
-        let rest_free = (1..n).all(|i| {
-            first.checked_add(i).is_some_and(|port| std::net::TcpListener::bind(("127.0.0.1", port)).is_ok())
-        });
+        let rest_free = (1..n)
+            .all(|i| first.checked_add(i).is_some_and(|port| std::net::TcpListener::bind(("127.0.0.1", port)).is_ok()));
         if rest_free {
             return first;
         }
