@@ -33,6 +33,10 @@ pub enum Refusal {
     MessageNotText,
     #[error("Failed to send the message: the server is busy, try again.")]
     Busy,
+    #[error("Failed to send the message: you are sending too fast. Slow down.")]
+    TooFast,
+    #[error("Could not set the username: too many changes. Wait a moment.")]
+    RenamesTooFast,
     #[error("Failed to send the message: the chat service is unavailable, try again.")]
     Unavailable,
 }
@@ -52,6 +56,8 @@ impl Refusal {
             Refusal::MessageTooLong { .. } => "message_too_long",
             Refusal::MessageNotText => "message_not_text",
             Refusal::Busy => "busy",
+            Refusal::TooFast => "too_fast",
+            Refusal::RenamesTooFast => "renames_too_fast",
             Refusal::Unavailable => "unavailable",
         }
     }

@@ -3,6 +3,7 @@
 use crate::telemetry::LogFormat;
 use app::validation::DEFAULT_MAX_MESSAGE_CHARS;
 use std::net::SocketAddr;
+use std::num::NonZeroU32;
 use std::path::PathBuf;
 use std::time::Duration;
 use thiserror::Error;
@@ -39,6 +40,32 @@ pub struct Settings {
     #[arg(long, env = "CHATROOM_CLIENT_QUEUE", default_value_t = 1_024,
           value_parser = clap::value_parser!(u32).range(16..=1_000_000))]
     pub client_queue: u32,
+
+    /// Chat lines a second one connection may send (steadily); more are refused.
+    #[arg(long, env = "CHATROOM_MESSAGE_RATE", default_value_t = NonZeroU32::new(10).expect("not zero"))]
+    pub message_rate: NonZeroU32,
+
+    /// Chat lines one connection may send at once before the rate applies.
+    #[arg(long, env = "CHATROOM_MESSAGE_BURST", default_value_t = NonZeroU32::new(50).expect("not zero"))]
+    pub message_burst: NonZeroU32,
+
+    /// Renames a minute one connection may make (steadily).
+    #[arg(long, env = "CHATROOM_RENAMES_PER_MINUTE", default_value_t = NonZeroU32::new(20).expect("not zero"))]
+    pub renames_per_minute: NonZeroU32,
+
+    /// Renames one connection may make at once before the rate applies.
+    #[arg(long, env = "CHATROOM_RENAME_BURST", default_value_t = NonZeroU32::new(5).expect("not zero"))]
+    pub rename_burst: NonZeroU32,
+
+    /// Refusals for sending too fast, in a row, after which a client is disconnected.
+    #[arg(long, env = "CHATROOM_FLOOD_DISCONNECT_AFTER", default_value_t = 100,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub flood_disconnect_after: u32,
+
+    /// Connections this node holds at most; more are refused (503) before the handshake.
+    #[arg(long, env = "CHATROOM_MAX_CONNECTIONS", default_value_t = 20_000,
+          value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
+    pub max_connections: u64,
 
     /// Serve `/metrics` on this address only (for example 127.0.0.1:9100); without it,
     /// on the main address.
@@ -242,6 +269,17 @@ impl Settings {
         Duration::from_secs(self.session_ttl_secs)
     }
 
+    /// The per-connection rate limits.
+    pub fn rate_limits(&self) -> crate::limits::RateLimits {
+        crate::limits::RateLimits::new(
+            self.message_rate,
+            self.message_burst,
+            self.renames_per_minute,
+            self.rename_burst,
+            self.flood_disconnect_after,
+        )
+    }
+
     /// How long a draining node keeps its clients before telling them to reconnect.
     pub fn drain_delay(&self) -> Duration {
         Duration::from_secs(self.drain_delay_secs)
@@ -281,6 +319,8 @@ mod tests {
             &["chatroom", "--ping-interval-secs", "90"],
             &["chatroom", "--log-format", "xml"],
             &["chatroom", "--node-timeout-secs", "1"],
+            &["chatroom", "--message-rate", "0"],
+            &["chatroom", "--max-connections", "0"],
             &["chatroom", "--presence-grace-secs", "99999"],
         ] {
             let err = Settings::try_parse_from(args).unwrap_err();

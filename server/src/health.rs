@@ -15,7 +15,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde::Serialize;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 /// How long readiness waits for Redis before calling the node not ready.
@@ -24,7 +24,7 @@ const REDIS_CHECK_TIMEOUT: Duration = Duration::from_secs(1);
 /// What the health endpoints answer, as JSON.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Status {
-    /// `ok`, `ready`, `draining` or `unavailable`.
+    /// `ok`, `ready`, `draining`, `full` or `unavailable`.
     pub status: &'static str,
     /// The node's name.
     pub node: String,
@@ -41,12 +41,37 @@ pub struct Health {
     node: Arc<str>,
     chat: Arc<ChatService>,
     draining: Arc<AtomicBool>,
+    /// The node's connection count, and the most it takes.
+    connections: Arc<AtomicUsize>,
+    max_connections: usize,
 }
 
 impl Health {
     /// Health of the node `node` serving `chat`.
     pub fn new(node: &str, chat: Arc<ChatService>) -> Self {
-        Self { node: node.into(), chat, draining: Arc::new(AtomicBool::new(false)) }
+        Self {
+            node: node.into(),
+            chat,
+            draining: Arc::new(AtomicBool::new(false)),
+            connections: Arc::new(AtomicUsize::new(0)),
+            max_connections: usize::MAX,
+        }
+    }
+
+    /// The same health, refusing new connections while `connections` is at `max`.
+    pub fn with_capacity(self, connections: Arc<AtomicUsize>, max: usize) -> Self {
+        Self { connections, max_connections: max, ..self }
+    }
+
+    /// Why a new connection is refused now, if it is.
+    fn refuses_connections(&self) -> Option<&'static str> {
+        if self.is_draining() {
+            Some("the node is shutting down: connect to another")
+        } else if self.connections.load(Ordering::Relaxed) >= self.max_connections {
+            Some("the node is full: connect to another")
+        } else {
+            None
+        }
     }
 
     /// From now on the node is not ready and takes no new connections.
@@ -106,10 +131,14 @@ fn opens_connection(request: &Request) -> bool {
         && !request.uri().query().unwrap_or_default().split('&').any(|pair| pair.starts_with("sid="))
 }
 
-/// Refuses new Socket.IO connections while the node drains; everything else passes.
+/// Refuses new Socket.IO connections while the node drains or is full; everything
+/// else passes.
 pub async fn gate_connections(State(health): State<Health>, request: Request, next: Next) -> Response {
-    if health.is_draining() && opens_connection(&request) {
-        let status = health.status("draining", Some("the node is shutting down: connect to another".into()));
+    if opens_connection(&request)
+        && let Some(reason) = health.refuses_connections()
+    {
+        tracing::debug!(reason, "new connection refused");
+        let status = health.status(if health.is_draining() { "draining" } else { "full" }, Some(reason.into()));
         return (StatusCode::SERVICE_UNAVAILABLE, [(header::RETRY_AFTER, "1")], Json(status)).into_response();
     }
     next.run(request).await

@@ -5,6 +5,7 @@ pub mod backend;
 pub mod chat;
 pub mod configuration;
 pub mod health;
+pub mod limits;
 pub mod metrics;
 pub mod realtime;
 pub mod startup;

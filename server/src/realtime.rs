@@ -14,6 +14,7 @@
 
 use crate::backend::{BackendError, Delivered, Position, UserId};
 use crate::chat::ChatService;
+use crate::limits::{ConnectionLimits, RateLimits, Verdict};
 use crate::metrics::{ClientLabels, Metrics};
 use app::protocol::{
     BACKLOG, Backlog, BacklogKind, ClientAuth, HELLO, Hello, LINE, MESSAGE, NOTICE, Notice, PRESENCE, Presence,
@@ -26,6 +27,7 @@ use socketioxide::extract::{SocketRef, TryData};
 use socketioxide::socket::{DisconnectReason, Sid};
 use socketioxide::{SendError, SocketError, SocketIo, TransportType};
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 use std::time::Duration;
 use tokio::sync::{Notify, mpsc, watch};
@@ -33,6 +35,8 @@ use tokio_util::task::TaskTracker;
 
 /// Events from one client waiting to be handled.
 const INBOX_CAPACITY: usize = 1_024;
+/// How long a flooding client still gets its pending answers before it is disconnected.
+const FLOOD_DISCONNECT_DELAY: Duration = Duration::from_millis(500);
 /// Room events delivered per read of the bus.
 const DELIVERY_BATCH: usize = 256;
 
@@ -189,8 +193,21 @@ impl Member {
     }
 
     fn refuse(&self, refusal: &Refusal) {
-        self.metrics.refused(refusal.code());
-        self.reply(Notice::Refused { text: refusal.to_string() });
+        refuse_now(&self.socket, matches!(self.feed, Feed::Structured(_)), &self.metrics, refusal);
+    }
+}
+
+/// Answers a refused input to its sender alone, and counts it.
+fn refuse_now(socket: &SocketRef, structured: bool, metrics: &Metrics, refusal: &Refusal) {
+    metrics.refused(refusal.code());
+    let sent = if structured {
+        socket.emit(NOTICE, &Notice::Refused { text: refusal.to_string() })
+    } else {
+        socket.emit(MESSAGE, &refusal.to_string())
+    };
+    match sent {
+        Ok(()) => metrics.event_out(if structured { NOTICE } else { MESSAGE }),
+        Err(err) => tracing::debug!(sid = %socket.id, %err, "refusal not sent: the client is gone"),
     }
 }
 
@@ -231,11 +248,14 @@ pub struct Realtime {
     /// The position of the newest room event delivered to this node's members.
     delivered: watch::Sender<Position>,
     metrics: Arc<Metrics>,
+    limits: RateLimits,
+    /// How many connections this node holds.
+    connected: Arc<AtomicUsize>,
 }
 
 impl Realtime {
     /// Handlers over `chat`, on the node named `node`.
-    pub fn new(chat: Arc<ChatService>, node: &str, metrics: Arc<Metrics>) -> Self {
+    pub fn new(chat: Arc<ChatService>, node: &str, metrics: Arc<Metrics>, limits: RateLimits) -> Self {
         Self {
             chat,
             node: node.into(),
@@ -243,7 +263,14 @@ impl Realtime {
             tasks: TaskTracker::new(),
             delivered: watch::Sender::new(Position::default()),
             metrics,
+            limits,
+            connected: Arc::new(AtomicUsize::new(0)),
         }
+    }
+
+    /// The count of connections this node holds, kept up to date.
+    pub fn connection_count(&self) -> Arc<AtomicUsize> {
+        self.connected.clone()
     }
 
     /// Installs the default namespace's handlers.
@@ -305,6 +332,7 @@ impl Realtime {
             protocol: if auth.is_some() { "chatroom" } else { "legacy" },
         };
         self.metrics.clients.get_or_create(&labels).inc();
+        self.connected.fetch_add(1, Ordering::Relaxed);
         let member = Arc::new(Member {
             socket: socket.clone(),
             feed,
@@ -326,23 +354,28 @@ impl Realtime {
                 let _ = inbox.try_send(Inbound::Join { after: auth.after, name: auth.name });
             }
         }
-        self.install_handlers(&socket, inbox, gone.clone());
-        self.tasks.spawn(serve_connection(member, self.chat.clone(), queue, gone));
+        let structured = matches!(member.feed, Feed::Structured(_));
+        self.install_handlers(
+            &socket,
+            Inbox { queue: inbox, structured, limits: Arc::new(self.limits.for_connection()) },
+            gone.clone(),
+        );
+        self.tasks.spawn(serve_connection(member, self.chat.clone(), queue, gone, self.connected.clone()));
     }
 
-    fn install_handlers(&self, socket: &SocketRef, inbox: mpsc::Sender<Inbound>, gone: Arc<Notify>) {
+    fn install_handlers(&self, socket: &SocketRef, inbox: Inbox, gone: Arc<Notify>) {
         socket.on(SET_USERNAME, {
             let (inbox, metrics) = (inbox.clone(), self.metrics.clone());
             move |socket: SocketRef, TryData(data): TryData<Value>| {
                 metrics.event_in(SET_USERNAME);
-                enqueue(&socket, &inbox, &metrics, Inbound::SetUsername(data.ok()));
+                inbox.admit(&socket, &metrics, inbox.limits.check_rename(), Inbound::SetUsername(data.ok()));
                 async {}
             }
         });
         let metrics = self.metrics.clone();
         socket.on(MESSAGE, move |socket: SocketRef, TryData(data): TryData<Value>| {
             metrics.event_in(MESSAGE);
-            enqueue(&socket, &inbox, &metrics, Inbound::Message(data.ok()));
+            inbox.admit(&socket, &metrics, inbox.limits.check_message(), Inbound::Message(data.ok()));
             async {}
         });
         let members = self.members.clone();
@@ -403,18 +436,44 @@ fn now_ms() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
-fn enqueue(socket: &SocketRef, inbox: &mpsc::Sender<Inbound>, metrics: &Metrics, event: Inbound) {
-    match inbox.try_send(event) {
-        Ok(()) => {}
-        Err(mpsc::error::TrySendError::Full(_)) => {
-            tracing::warn!(sid = %socket.id, "client sends faster than it is served; event refused");
-            metrics.refused(Refusal::Busy.code());
-            if let Err(err) = socket.emit(MESSAGE, &Refusal::Busy.to_string()) {
-                tracing::debug!(sid = %socket.id, %err, "refusal not sent: the client is gone");
+/// Where a connection's handlers put its events, after its rate limits.
+#[derive(Clone)]
+struct Inbox {
+    queue: mpsc::Sender<Inbound>,
+    structured: bool,
+    limits: Arc<ConnectionLimits>,
+}
+
+impl Inbox {
+    /// Queues an event its limits allow; refuses one over them, and disconnects a flood.
+    fn admit(&self, socket: &SocketRef, metrics: &Metrics, verdict: Verdict, event: Inbound) {
+        match verdict {
+            Verdict::Allowed => {}
+            Verdict::Refused(refusal) => return refuse_now(socket, self.structured, metrics, &refusal),
+            Verdict::Flooding => {
+                if self.limits.cut_off() {
+                    tracing::warn!(sid = %socket.id, "client keeps sending while refused: disconnecting it");
+                    metrics.refused("flood_disconnect");
+                    // A moment later, so that the refusals already sent reach it first;
+                    // what it sends meanwhile is dropped unanswered.
+                    let socket = socket.clone();
+                    tokio::spawn(async move {
+                        tokio::time::sleep(FLOOD_DISCONNECT_DELAY).await;
+                        let _ = socket.disconnect();
+                    });
+                }
+                return;
             }
         }
-        // The connection task has finished: the socket is closing.
-        Err(mpsc::error::TrySendError::Closed(_)) => {}
+        match self.queue.try_send(event) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                tracing::warn!(sid = %socket.id, "client sends faster than it is served; event refused");
+                refuse_now(socket, self.structured, metrics, &Refusal::Busy);
+            }
+            // The connection task has finished: the socket is closing.
+            Err(mpsc::error::TrySendError::Closed(_)) => {}
+        }
     }
 }
 
@@ -424,6 +483,7 @@ async fn serve_connection(
     chat: Arc<ChatService>,
     mut queue: mpsc::Receiver<Inbound>,
     gone: Arc<Notify>,
+    connected: Arc<AtomicUsize>,
 ) {
     let sid = member.socket.id.to_string();
     match chat.open_session(&sid, &member.user).await {
@@ -451,6 +511,7 @@ async fn serve_connection(
         member.metrics.backend_error("session");
     }
     member.metrics.clients.get_or_create(&member.labels).dec();
+    connected.fetch_sub(1, Ordering::Relaxed);
 }
 
 async fn handle(member: &Member, chat: &ChatService, event: Inbound) {

@@ -94,11 +94,11 @@ impl Application {
             .build_layer();
         let metrics = Arc::new(Metrics::default());
         background.push(tokio::spawn(chat.clone().sweep_presence(metrics.clone())));
-        let realtime = Realtime::new(chat.clone(), &node_name, metrics.clone());
+        let realtime = Realtime::new(chat.clone(), &node_name, metrics.clone(), settings.rate_limits());
+        let health = Health::new(&node_name, chat.clone())
+            .with_capacity(realtime.connection_count(), settings.max_connections as usize);
         realtime.register(&io);
         background.push(tokio::spawn(realtime.clone().deliver_room_events()));
-
-        let health = Health::new(&node_name, chat.clone());
 
         // Leptos renders on the tokio runtime; a second call (tests) finds it set already.
         let _ = any_spawner::Executor::init_tokio();

@@ -33,6 +33,8 @@ impl Cluster {
             .arg(workspace_root().join("scripts/cluster.sh"))
             .args(["--no-build", "--nodes", "2", "--port", &port.to_string(), "--redis-port", &redis_port.to_string()])
             .env_remove("REDIS_URL")
+            // Tests send bursts far above a person's pace.
+            .env("CHATROOM_MESSAGE_BURST", "1000000")
             // Its own process group, so that a failing test can stop all it started.
             .process_group(0)
             .stdout(Stdio::piped())

@@ -61,6 +61,10 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut Settings)) -> TestApp {
     let mut settings = Settings::with_addr("127.0.0.1:0".parse().expect("literal address"));
     settings.site_root = Some(workspace_root().join("target/site"));
     settings.shutdown_timeout_secs = 1;
+    // Tests send bursts far above a person's pace; the limits have tests of their own.
+    let unlimited = std::num::NonZeroU32::new(1_000_000).expect("not zero");
+    (settings.message_rate, settings.message_burst) = (unlimited, unlimited);
+    (settings.renames_per_minute, settings.rename_burst) = (unlimited, unlimited);
     adjust(&mut settings);
     settings.validate().expect("test settings are valid");
     let app = Application::build(settings).await.expect("the node starts");
@@ -474,6 +478,14 @@ impl RedisServer {
     }
 }
 
+/// Rate limits high enough for the tests' bursts.
+pub const UNLIMITED: [(&str, &str); 4] = [
+    ("--message-rate", "1000000"),
+    ("--message-burst", "1000000"),
+    ("--renames-per-minute", "1000000"),
+    ("--rename-burst", "1000000"),
+];
+
 /// A chatroom node as its own process (the binary under test), in cluster mode.
 pub struct Node {
     pub name: String,
@@ -493,6 +505,12 @@ impl Node {
         command.args(["--addr", &format!("127.0.0.1:{port}"), "--redis-url", redis_url, "--node-name", name]);
         if !extra.contains(&"--shutdown-timeout-secs") {
             command.args(["--shutdown-timeout-secs", "2"]);
+        }
+        // Tests send bursts far above a person's pace; the limits have tests of their own.
+        for (flag, value) in UNLIMITED {
+            if !extra.contains(&flag) {
+                command.args([flag, value]);
+            }
         }
         let child = command
             .args(extra)
