@@ -47,12 +47,19 @@ function lines(page: Page) {
 test("the page connects and shows the state as online", async ({ browser }) => {
   const context = await browser.newContext();
   const page = await context.newPage();
-  await page.goto(server.url + "/");
+  // The page runs under a strict Content-Security-Policy: nothing of it may be blocked.
+  const blocked: string[] = [];
+  page.on("console", (msg) => {
+    if (/Content Security Policy|Refused to/i.test(msg.text())) blocked.push(msg.text());
+  });
+  const response = await page.goto(server.url + "/");
+  expect(response?.headers()["content-security-policy"]).toContain("'wasm-unsafe-eval'");
   await expect(page).toHaveTitle("Online Chatroom");
   await expect(page.getByRole("heading", { name: "Online Chatroom" })).toBeVisible();
   await expect(page.locator("#status-label")).toHaveText("Online");
   await expect(page.locator("#status")).toHaveAttribute("data-state", "online");
   await expect(lines(page).first()).toHaveText("Welcome to the chatroom!");
+  expect(blocked).toEqual([]);
   await context.close();
 });
 

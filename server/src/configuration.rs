@@ -67,6 +67,12 @@ pub struct Settings {
           value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
     pub max_connections: u64,
 
+    /// Browser origins allowed besides the node's own, comma-separated
+    /// (`https://chat.example.com,https://app.example.com`); without any, loopback origins
+    /// (development) are. Requests from other origins are refused.
+    #[arg(long, env = "CHATROOM_ALLOWED_ORIGINS", value_delimiter = ',')]
+    pub allowed_origins: Vec<crate::security::Origin>,
+
     /// Serve `/metrics` on this address only (for example 127.0.0.1:9100); without it,
     /// on the main address.
     #[arg(long, env = "CHATROOM_METRICS_ADDR")]
@@ -321,6 +327,7 @@ mod tests {
             &["chatroom", "--node-timeout-secs", "1"],
             &["chatroom", "--message-rate", "0"],
             &["chatroom", "--max-connections", "0"],
+            &["chatroom", "--allowed-origins", "evil.example"],
             &["chatroom", "--presence-grace-secs", "99999"],
         ] {
             let err = Settings::try_parse_from(args).unwrap_err();

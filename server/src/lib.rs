@@ -8,5 +8,6 @@ pub mod health;
 pub mod limits;
 pub mod metrics;
 pub mod realtime;
+pub mod security;
 pub mod startup;
 pub mod telemetry;

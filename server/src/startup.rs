@@ -10,6 +10,7 @@ use crate::configuration::Settings;
 use crate::health::{self, Health};
 use crate::metrics::{self, Metrics};
 use crate::realtime::Realtime;
+use crate::security::{self, AllowedOrigins, ScriptNonce};
 use app::shell;
 use axum::Router;
 use axum::routing::get;
@@ -105,7 +106,7 @@ impl Application {
         let router = Router::new()
             .route(
                 "/",
-                get(leptos_axum::render_app_to_stream({
+                get(leptos_axum::render_app_to_stream_with_context(provide_script_nonce, {
                     let site = site.clone();
                     move || shell(site.clone())
                 })),
@@ -132,6 +133,11 @@ impl Application {
                 router
             }
         };
+        // Outermost: a foreign origin is refused before anything else runs.
+        let allowed = Arc::new(AllowedOrigins::new(settings.allowed_origins.clone()));
+        let router = router
+            .layer(axum::middleware::from_fn(security::security_headers))
+            .layer(axum::middleware::from_fn_with_state(allowed, security::check_origin));
 
         Ok(Self {
             listener,
@@ -238,6 +244,16 @@ async fn cluster_chat(
         .map_err(redis_error)?;
     let backends = Backends { sessions, bus: Arc::new(bus), presence: Arc::new(presence) };
     Ok((ChatService::new(backends, settings.max_message_chars as usize), keep_alive))
+}
+
+/// Hands the page's script nonce (made by [`security::security_headers`]) to Leptos,
+/// whose hydration script then carries it.
+fn provide_script_nonce() {
+    let nonce = leptos::prelude::use_context::<axum::http::request::Parts>()
+        .and_then(|parts| parts.extensions.get::<ScriptNonce>().cloned());
+    if let Some(ScriptNonce(nonce)) = nonce {
+        leptos::prelude::provide_context(nonce);
+    }
 }
 
 /// Leptos's site settings (output name, site root) from cargo-leptos's environment, with

@@ -5,7 +5,7 @@ mod support;
 
 use std::process::Stdio;
 use std::time::Duration;
-use support::{http_get, spawn_app, workspace_root};
+use support::{http_get, http_get_with, spawn_app, spawn_app_with, workspace_root};
 use tokio::net::TcpStream;
 use tokio::process::Command;
 
@@ -85,4 +85,61 @@ async fn the_binary_stops_cleanly_on_sigterm() {
     let status =
         tokio::time::timeout(Duration::from_secs(15), child.wait()).await.expect("stops in time").expect("wait");
     assert!(status.success(), "exit status {status}");
+}
+
+const WS_UPGRADE: [(&str, &str); 4] = [
+    ("Upgrade", "websocket"),
+    ("Connection", "Upgrade"),
+    ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="),
+    ("Sec-WebSocket-Version", "13"),
+];
+
+/// The status of a WebSocket handshake (and of a polling one) sent with `origin`.
+async fn handshakes_from(addr: std::net::SocketAddr, origin: Option<&str>) -> (u16, u16) {
+    let mut headers: Vec<(&str, &str)> = WS_UPGRADE.to_vec();
+    headers.extend(origin.map(|origin| ("Origin", origin)));
+    let ws = http_get_with(&addr.to_string(), "/socket.io/?EIO=4&transport=websocket", &headers).await.0;
+    let polling_headers: Vec<(&str, &str)> = origin.map(|origin| ("Origin", origin)).into_iter().collect();
+    let polling = http_get_with(&addr.to_string(), "/socket.io/?EIO=4&transport=polling", &polling_headers).await.0;
+    (ws, polling)
+}
+
+#[tokio::test]
+async fn a_foreign_origin_is_refused_and_allowed_ones_get_cors() {
+    let app = spawn_app().await;
+    let own = format!("http://{}", app.addr);
+    assert_eq!(handshakes_from(app.addr, Some(&own)).await, (101, 200), "same origin");
+    assert_eq!(handshakes_from(app.addr, None).await, (101, 200), "no origin: not a browser");
+    assert_eq!(handshakes_from(app.addr, Some("https://evil.example")).await, (403, 403));
+    let (status, _, _) = http_get_with(&app.addr.to_string(), "/", &[("Origin", "https://evil.example")]).await;
+    assert_eq!(status, 403, "the page too");
+
+    let app = spawn_app_with(|s| s.allowed_origins = vec!["https://app.example".parse().unwrap()]).await;
+    assert_eq!(handshakes_from(app.addr, Some("https://app.example")).await, (101, 200));
+    assert_eq!(handshakes_from(app.addr, Some("http://localhost:3000")).await, (403, 403), "a list replaces loopback");
+    let (_, head, _) = http_get_with(
+        &app.addr.to_string(),
+        "/socket.io/?EIO=4&transport=polling",
+        &[("Origin", "https://app.example")],
+    )
+    .await;
+    assert!(head.contains("access-control-allow-origin: https://app.example"), "{head}");
+}
+
+#[tokio::test]
+async fn the_page_has_a_content_security_policy_with_a_fresh_script_nonce() {
+    let app = spawn_app().await;
+    let mut nonces = Vec::new();
+    for _ in 0..2 {
+        let (status, head, body) = http_get_with(&app.addr.to_string(), "/", &[]).await;
+        assert_eq!(status, 200);
+        let csp = head.lines().find_map(|l| l.strip_prefix("content-security-policy: ")).expect("a CSP header");
+        assert!(csp.contains("'wasm-unsafe-eval'") && !csp.contains("unsafe-inline"), "{csp}");
+        let nonce = csp.split("'nonce-").nth(1).and_then(|rest| rest.split('\'').next()).expect("a nonce");
+        // Leptos's hydration script carries it (the header is lower-cased here, the page is not).
+        assert!(body.to_ascii_lowercase().contains(&format!("nonce=\"{nonce}\"")), "script without the nonce");
+        assert!(head.contains("x-content-type-options: nosniff"), "{head}");
+        nonces.push(nonce.to_owned());
+    }
+    assert_ne!(nonces[0], nonces[1], "a nonce is used once");
 }

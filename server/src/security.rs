@@ -1,0 +1,178 @@
+//! Which browser origins may talk to the node, and the security headers of the page.
+//!
+//! Browsers send `Origin` with WebSocket handshakes and cross-origin requests; a request
+//! whose origin is not allowed is refused with 403 (clients that send no `Origin`, such
+//! as python-socketio or socket.io-client in Node.js, are not browsers and pass). The
+//! page gets a Content-Security-Policy whose script nonce is made per response.
+
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use leptos::nonce::Nonce;
+use std::sync::Arc;
+use thiserror::Error;
+
+/// An origin that is not `scheme://host[:port]`.
+#[derive(Debug, Error, PartialEq, Eq)]
+#[error("not an origin (expected SCHEME://HOST[:PORT], as http://localhost:3000): {0:?}")]
+pub struct BadOrigin(String);
+
+/// A browser origin, `scheme://host[:port]`, lower-cased.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Origin(String);
+
+impl std::str::FromStr for Origin {
+    type Err = BadOrigin;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let origin = s.trim().trim_end_matches('/').to_ascii_lowercase();
+        let (scheme, rest) = origin.split_once("://").ok_or_else(|| BadOrigin(s.to_owned()))?;
+        let plain = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':' | '[' | ']');
+        if !matches!(scheme, "http" | "https") || rest.is_empty() || !rest.chars().all(plain) {
+            return Err(BadOrigin(s.to_owned()));
+        }
+        Ok(Self(origin))
+    }
+}
+
+impl std::fmt::Display for Origin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// The origins a node accepts besides its own.
+#[derive(Debug, Clone, Default)]
+pub struct AllowedOrigins {
+    /// Configured origins; when none are, any loopback origin (development) is allowed.
+    listed: Vec<Origin>,
+}
+
+impl AllowedOrigins {
+    /// The node's own origin plus `listed`, or plus loopback origins when `listed` is empty.
+    pub fn new(listed: Vec<Origin>) -> Self {
+        Self { listed }
+    }
+
+    /// Whether a request to `host` (its `Host` header) may come from `origin`.
+    pub fn allows(&self, origin: &str, host: Option<&str>) -> bool {
+        let origin = origin.trim().to_ascii_lowercase();
+        let Some((_, authority)) = origin.split_once("://") else { return false };
+        if let Some(host) = host.map(str::to_ascii_lowercase) {
+            // Same origin; a Host without a port (some proxies drop it) matches on the name.
+            let origin_name = authority.rsplit_once(':').map_or(authority, |(name, _)| name);
+            if authority == host || (!host.contains(':') && origin_name == host) {
+                return true;
+            }
+        }
+        if self.listed.is_empty() {
+            return is_loopback(authority);
+        }
+        self.listed.iter().any(|allowed| allowed.0 == origin)
+    }
+}
+
+fn is_loopback(authority: &str) -> bool {
+    let name = match authority.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or_default(),
+        None => authority.split(':').next().unwrap_or_default(),
+    };
+    name == "localhost" || name == "::1" || name.starts_with("127.")
+}
+
+/// Refuses requests from origins that are not allowed; lets allowed cross-origin
+/// requests read their responses (CORS).
+pub async fn check_origin(State(allowed): State<Arc<AllowedOrigins>>, request: Request, next: Next) -> Response {
+    let Some(origin) = header_str(request.headers(), header::ORIGIN).map(str::to_owned) else {
+        return next.run(request).await;
+    };
+    let host = header_str(request.headers(), header::HOST);
+    if !allowed.allows(&origin, host) {
+        tracing::info!(%origin, path = request.uri().path(), "request from an origin that is not allowed: refused");
+        return (StatusCode::FORBIDDEN, "origin not allowed\n").into_response();
+    }
+    let mut response = next.run(request).await;
+    if let Ok(value) = HeaderValue::from_str(&origin) {
+        let headers = response.headers_mut();
+        headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, value);
+        headers.insert(header::ACCESS_CONTROL_ALLOW_CREDENTIALS, HeaderValue::from_static("true"));
+        headers.append(header::VARY, HeaderValue::from_static("Origin"));
+    }
+    response
+}
+
+fn header_str(headers: &HeaderMap, name: header::HeaderName) -> Option<&str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+/// The script nonce of one page response, for Leptos's hydration script.
+#[derive(Debug, Clone)]
+pub struct ScriptNonce(pub Nonce);
+
+/// The page's Content-Security-Policy: scripts only from the site or with this nonce,
+/// WebAssembly compiled (`wasm-unsafe-eval`), connections only back to the site.
+pub fn content_security_policy(nonce: &Nonce) -> String {
+    // `cargo leptos watch` reloads the page through a WebSocket on a port of its own.
+    let connect = if std::env::var_os("LEPTOS_WATCH").is_some() { "'self' ws:" } else { "'self'" };
+    format!(
+        "default-src 'self'; script-src 'self' 'nonce-{nonce}' 'wasm-unsafe-eval'; style-src 'self'; \
+         img-src 'self' data:; connect-src {connect}; object-src 'none'; base-uri 'none'; form-action 'self'; \
+         frame-ancestors 'none'"
+    )
+}
+
+/// Gives each request a fresh script nonce and each response the security headers.
+pub async fn security_headers(mut request: Request, next: Next) -> Response {
+    let nonce = Nonce::new();
+    request.extensions_mut().insert(ScriptNonce(nonce.clone()));
+    let mut response = next.run(request).await;
+    let headers = response.headers_mut();
+    let is_html = header_str(headers, header::CONTENT_TYPE).is_some_and(|t| t.starts_with("text/html"));
+    if is_html && let Ok(csp) = HeaderValue::from_str(&content_security_policy(&nonce)) {
+        headers.insert(header::CONTENT_SECURITY_POLICY, csp);
+    }
+    headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    headers.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn origins_parse_and_refuse_what_is_not_one() {
+        assert_eq!("https://Chat.Example.com/".parse::<Origin>().unwrap().to_string(), "https://chat.example.com");
+        for bad in ["chat.example.com", "ftp://x", "https://", "https://a b", "https://x/path"] {
+            assert!(bad.parse::<Origin>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn same_origin_and_loopback_pass_by_default_and_others_do_not() {
+        let allowed = AllowedOrigins::default();
+        assert!(allowed.allows("https://chat.example.com", Some("chat.example.com")));
+        assert!(allowed.allows("http://chat.example.com:8080", Some("chat.example.com:8080")));
+        assert!(allowed.allows("http://localhost:3000", Some("10.0.0.5:3000")));
+        assert!(allowed.allows("http://127.0.0.1:9999", None));
+        assert!(!allowed.allows("https://evil.example", Some("chat.example.com")));
+        assert!(!allowed.allows("http://chat.example.com:9999", Some("chat.example.com:8080")));
+        assert!(!allowed.allows("null", Some("chat.example.com")));
+    }
+
+    #[test]
+    fn a_configured_list_replaces_the_loopback_default() {
+        let allowed = AllowedOrigins::new(vec!["https://app.example".parse().unwrap()]);
+        assert!(allowed.allows("https://app.example", Some("chat.example.com")));
+        assert!(allowed.allows("https://chat.example.com", Some("chat.example.com")));
+        assert!(!allowed.allows("http://localhost:3000", Some("chat.example.com")));
+    }
+
+    #[test]
+    fn the_policy_allows_the_wasm_and_the_nonce_only() {
+        let csp = content_security_policy(&Nonce::from_value("abc"));
+        assert!(csp.contains("script-src 'self' 'nonce-abc' 'wasm-unsafe-eval'"), "{csp}");
+        assert!(!csp.contains("unsafe-inline"), "{csp}");
+    }
+}
