@@ -95,6 +95,19 @@ pub struct Settings {
     #[arg(long, env = "REDIS_URL")]
     pub redis_url: Option<RedisUrl>,
 
+    /// A PEM file of the CA that signed Redis's TLS certificate (for `rediss://` to a
+    /// Redis whose certificate the system's roots do not vouch for).
+    #[arg(long, env = "CHATROOM_REDIS_CA_CERT")]
+    pub redis_ca_cert: Option<PathBuf>,
+
+    /// Serve HTTPS and WSS with this PEM certificate chain (with --tls-key).
+    #[arg(long, env = "CHATROOM_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// The PEM private key of --tls-cert.
+    #[arg(long, env = "CHATROOM_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+
     /// This node's name, shown to chatroom clients; defaults to HOST:PORT.
     #[arg(long, env = "CHATROOM_NODE_NAME", value_parser = parse_node_name)]
     pub node_name: Option<String>,
@@ -209,6 +222,8 @@ pub enum ConfigError {
     PayloadTooSmallForMessages { payload: u64, chars: u32, needed: u64 },
     #[error("--stream-max-len ({stream}) must keep at least --history-len ({history}) events")]
     StreamShorterThanHistory { stream: u64, history: u64 },
+    #[error("--tls-cert and --tls-key go together: give both, or neither")]
+    TlsHalfConfigured,
 }
 
 /// Room for the event name, quotes and escapes around a message's text.
@@ -240,6 +255,9 @@ impl Settings {
                 stream: self.stream_max_len,
                 history: self.history_len,
             });
+        }
+        if self.tls_cert.is_some() != self.tls_key.is_some() {
+            return Err(ConfigError::TlsHalfConfigured);
         }
         Ok(())
     }
@@ -357,6 +375,12 @@ mod tests {
         for bad in ["", "  ", "a\nb"] {
             assert!(Settings::try_parse_from(["chatroom", "--node-name", bad]).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn tls_needs_both_its_files() {
+        let s = Settings::try_parse_from(["chatroom", "--tls-cert", "cert.pem"]).unwrap();
+        assert_eq!(s.validate(), Err(ConfigError::TlsHalfConfigured));
     }
 
     #[test]

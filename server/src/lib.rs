@@ -11,3 +11,4 @@ pub mod realtime;
 pub mod security;
 pub mod startup;
 pub mod telemetry;
+pub mod tls;

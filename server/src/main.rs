@@ -10,7 +10,7 @@ async fn main() -> anyhow::Result<()> {
     telemetry::init(settings.log_format);
     settings.validate().context("invalid configuration")?;
     let app = Application::build(settings).await.context("cannot start the chatroom")?;
-    tracing::info!(url = %format!("http://{}", app.local_addr()), "chatroom is listening");
+    tracing::info!(url = %app.url(), "chatroom is listening");
     app.run_until_stopped(shutdown_signal()).await.context("server error")?;
     tracing::info!("chatroom stopped");
     Ok(())

@@ -11,6 +11,7 @@ use crate::health::{self, Health};
 use crate::metrics::{self, Metrics};
 use crate::realtime::Realtime;
 use crate::security::{self, AllowedOrigins, ScriptNonce};
+use crate::tls::{self, NodeListener, TlsError};
 use app::shell;
 use axum::Router;
 use axum::routing::get;
@@ -38,11 +39,15 @@ pub enum StartupError {
     Bind { addr: SocketAddr, source: std::io::Error },
     #[error("cannot use Redis at {url}: {source}")]
     Redis { url: RedisUrl, source: BackendError },
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    #[error("cannot read the Redis CA certificate {path}: {source}")]
+    RedisCa { path: String, source: std::io::Error },
 }
 
 /// A node, bound to its port and ready to serve.
 pub struct Application {
-    listener: TcpListener,
+    listener: NodeListener,
     addr: SocketAddr,
     node_name: String,
     router: Router,
@@ -63,6 +68,12 @@ impl Application {
         let bind_error = |source| StartupError::Bind { addr: settings.addr, source };
         let listener = TcpListener::bind(settings.addr).await.map_err(bind_error)?;
         let addr = listener.local_addr().map_err(bind_error)?;
+        let listener = match (&settings.tls_cert, &settings.tls_key) {
+            (Some(cert), Some(key)) => {
+                NodeListener::tls(listener, tls::server_config(cert, key)?).map_err(bind_error)?
+            }
+            _ => NodeListener::Plain(listener),
+        };
         let node_name = settings
             .node_name
             .clone()
@@ -159,6 +170,12 @@ impl Application {
         &self.node_name
     }
 
+    /// The node's base URL (`https` when it serves TLS).
+    pub fn url(&self) -> String {
+        let scheme = if self.listener.is_tls() { "https" } else { "http" };
+        format!("{scheme}://{}", self.addr)
+    }
+
     /// The address actually bound (useful with port 0).
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
@@ -231,8 +248,16 @@ async fn cluster_chat(
     node_name: &str,
 ) -> Result<(ChatService, JoinHandle<()>), StartupError> {
     let redis_error = |source| StartupError::Redis { url: url.clone(), source };
-    let client =
-        redis::Client::open(url.expose()).map_err(|err| redis_error(BackendError::Unavailable(err.to_string())))?;
+    let client = match &settings.redis_ca_cert {
+        None => redis::Client::open(url.expose()),
+        Some(path) => {
+            let pem = std::fs::read(path)
+                .map_err(|source| StartupError::RedisCa { path: path.display().to_string(), source })?;
+            let certs = redis::TlsCertificates { client_tls: None, root_cert: Some(pem) };
+            redis::Client::build_with_tls(url.expose(), certs)
+        }
+    }
+    .map_err(|err| redis_error(BackendError::Unavailable(err.to_string())))?;
     let bus = RedisBus::connect(&client, settings.stream_max_len as usize).await.map_err(redis_error)?;
     let sessions = Arc::new(RedisSessions::connect(&client, settings.session_ttl()).await.map_err(redis_error)?);
     let keep_alive = tokio::spawn({

@@ -8,7 +8,7 @@ use server::configuration::Settings;
 use server::startup::Application;
 use std::collections::HashSet;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
@@ -152,9 +152,25 @@ impl Client {
         Self::start(Kind::Js, url, transport, Some(auth)).await
     }
 
+    /// Connects a legacy JS client that trusts the CA certificate in `ca` (for `https://`).
+    pub async fn connect_trusting(url: &str, transport: Transport, ca: &Path) -> Client {
+        Self::start_with_env(Kind::Js, url, transport, None, &[("NODE_EXTRA_CA_CERTS", ca)]).await
+    }
+
     async fn start(kind: Kind, url: &str, transport: Transport, auth: Option<Value>) -> Client {
+        Self::start_with_env(kind, url, transport, auth, &[]).await
+    }
+
+    async fn start_with_env(
+        kind: Kind,
+        url: &str,
+        transport: Transport,
+        auth: Option<Value>,
+        env: &[(&str, &Path)],
+    ) -> Client {
         let label = format!("{kind:?}/{}", transport.arg());
         let mut command = driver_command(kind);
+        command.envs(env.iter().map(|(k, v)| (*k, *v)));
         command.arg(url).arg(transport.arg());
         if let Some(auth) = auth {
             command.arg(auth.to_string());
@@ -433,13 +449,50 @@ pub async fn wait_for_port(port: u16, what: &str) {
 /// that a restart loses its data like a crashed cache would.
 pub struct RedisServer {
     pub port: u16,
+    args: Vec<String>,
     child: Option<Child>,
 }
 
 impl RedisServer {
     /// Starts a new server.
     pub async fn start() -> RedisServer {
-        let mut redis = RedisServer { port: free_port(), child: None };
+        let port = free_port();
+        let args = ["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"];
+        Self::start_with(port, args.iter().map(|a| a.to_string()).collect()).await
+    }
+
+    /// Starts a server speaking only TLS (certificate and key in PEM files), requiring
+    /// `password`.
+    pub async fn start_tls(cert: &Path, key: &Path, password: &str) -> RedisServer {
+        let port = free_port();
+        let path = |p: &Path| p.display().to_string();
+        let args = [
+            "--port",
+            "0",
+            "--tls-port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--tls-cert-file",
+            &path(cert),
+            "--tls-key-file",
+            &path(key),
+            "--tls-ca-cert-file",
+            &path(cert),
+            "--tls-auth-clients",
+            "no",
+            "--requirepass",
+            password,
+        ];
+        Self::start_with(port, args.iter().map(|a| a.to_string()).collect()).await
+    }
+
+    async fn start_with(port: u16, args: Vec<String>) -> RedisServer {
+        let mut redis = RedisServer { port, args, child: None };
         redis.restart().await;
         redis
     }
@@ -452,7 +505,7 @@ impl RedisServer {
     /// Starts it again on the same port (after [`RedisServer::stop`]).
     pub async fn restart(&mut self) {
         let child = Command::new("redis-server")
-            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .args(&self.args)
             .stdout(Stdio::null())
             .kill_on_drop(true)
             .spawn()
