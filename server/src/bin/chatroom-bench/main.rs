@@ -1,0 +1,84 @@
+//! chatroom-bench: a load tool that speaks Socket.IO over WebSocket (Engine.IO v4,
+//! Socket.IO v5) with the legacy chat events, so it drives chatroom and any other
+//! Socket.IO chat with the same `set_username`/`message` contract alike.
+//!
+//!   chatroom-bench fanout --url http://127.0.0.1:3000 [--url …] --clients 100 \
+//!       --senders 10 --rate 100 --duration-secs 10
+//!
+//! Every client checks every line it receives: deliveries expected and received,
+//! duplicates and order violations per sender, latency (HDR histogram) and disconnects.
+//! It prints a table and one JSON line. Targets must be on loopback; every run is bounded.
+
+mod fanout;
+mod link;
+
+use anyhow::{Context, bail};
+use clap::{Parser, Subcommand};
+use std::net::IpAddr;
+
+/// The load tool's command line.
+#[derive(Debug, Parser)]
+#[command(name = "chatroom-bench", about = "Load tool for Socket.IO chat servers (loopback only)")]
+struct Cli {
+    #[command(subcommand)]
+    scenario: Scenario,
+}
+
+#[derive(Debug, Subcommand)]
+enum Scenario {
+    /// N clients over the URLs, S of them sending at a total rate for a duration.
+    Fanout(fanout::FanoutArgs),
+}
+
+/// Refuses any target that is not on the loopback network: this tool must not load
+/// anyone else's server.
+fn loopback_only(urls: &[String]) -> anyhow::Result<()> {
+    for url in urls {
+        let host = url
+            .split("://")
+            .nth(1)
+            .and_then(|rest| rest.split(['/', '?']).next())
+            .context("a URL must look like http://127.0.0.1:PORT")?;
+        let name = host.rsplit_once(':').map_or(host, |(name, _)| name).trim_matches(['[', ']']);
+        let loopback = name == "localhost" || name.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback());
+        if !loopback {
+            bail!("{url}: only loopback targets (127.0.0.0/8, ::1, localhost) are allowed");
+        }
+    }
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.scenario {
+        Scenario::Fanout(args) => {
+            loopback_only(&args.urls)?;
+            if args.duration_secs > 600 {
+                bail!("--duration-secs is at most 600: every run is bounded");
+            }
+            let report = fanout::run(&args).await?;
+            println!("{}", report.table());
+            println!("{}", serde_json::to_string(&report)?);
+            // A run that lost or reordered anything says so in its exit status too.
+            if !report.clean() {
+                std::process::exit(1);
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_loopback_targets_are_accepted() {
+        assert!(loopback_only(&["http://127.0.0.1:3000".into(), "http://localhost:1/x".into()]).is_ok());
+        assert!(loopback_only(&["http://[::1]:3000".into(), "http://127.0.0.2:80".into()]).is_ok());
+        assert!(loopback_only(&["http://10.0.0.1:3000".into()]).is_err());
+        assert!(loopback_only(&["http://example.com".into()]).is_err());
+        assert!(loopback_only(&["nonsense".into()]).is_err());
+    }
+}

@@ -1,0 +1,38 @@
+//! A smoke run of the load tool (`chatroom-bench`), so that it keeps working: a few
+//! clients for a few seconds against a real node.
+
+mod support;
+
+use serde_json::Value;
+use support::spawn_app;
+use tokio::process::Command;
+
+#[tokio::test]
+async fn the_load_tool_measures_a_short_fanout_run() {
+    let app = spawn_app().await;
+    let output = Command::new(env!("CARGO_BIN_EXE_chatroom-bench"))
+        .args(["fanout", "--url", &app.url(), "--clients", "6", "--senders", "2", "--rate", "20"])
+        .args(["--duration-secs", "2"])
+        .output()
+        .await
+        .expect("run chatroom-bench");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "the run was not clean:\n{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
+    let report: Value = serde_json::from_str(stdout.lines().last().expect("a JSON line")).expect("JSON");
+    assert_eq!(report["sent"], 40, "{report}");
+    assert_eq!(report["expected"], 240, "{report}");
+    assert_eq!(report["received"], 240, "{report}");
+    for zero in ["missing", "duplicates", "order_violations", "disconnects", "connect_failures"] {
+        assert_eq!(report[zero], 0, "{zero}: {report}");
+    }
+    assert!(report["latency_ms_p99"].as_f64().is_some_and(|ms| ms > 0.0), "{report}");
+
+    // It refuses targets off the loopback network.
+    let refused = Command::new(env!("CARGO_BIN_EXE_chatroom-bench"))
+        .args(["fanout", "--url", "http://10.1.2.3:3000", "--duration-secs", "1"])
+        .output()
+        .await
+        .expect("run chatroom-bench");
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("only loopback targets"));
+}
