@@ -36,3 +36,23 @@ async fn the_load_tool_measures_a_short_fanout_run() {
     assert!(!refused.status.success());
     assert!(String::from_utf8_lossy(&refused.stderr).contains("only loopback targets"));
 }
+
+#[tokio::test]
+async fn the_load_tool_holds_idle_connections_and_measures_memory() {
+    let app = spawn_app().await;
+    // The node runs in this test's process: its memory is this process's.
+    let pid = std::process::id().to_string();
+    for per_process in ["100", "30"] {
+        let output = Command::new(env!("CARGO_BIN_EXE_chatroom-bench"))
+            .args(["conns", "--url", &app.url(), "--connections", "60", "--hold-secs", "1"])
+            .args(["--server-pid", &pid, "--per-process", per_process])
+            .output()
+            .await
+            .expect("run chatroom-bench");
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert!(output.status.success(), "not clean:\n{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
+        let report: Value = serde_json::from_str(stdout.lines().last().expect("a JSON line")).expect("JSON");
+        assert_eq!((report["connected"].as_u64(), report["failures"].as_u64()), (Some(60), Some(0)), "{report}");
+        assert!(report["server_rss_after_kib"].as_u64().is_some_and(|kib| kib > 0), "{report}");
+    }
+}

@@ -35,6 +35,18 @@ impl Link {
     /// Opens the WebSocket and joins the default namespace.
     pub async fn connect(base: &str) -> anyhow::Result<Self> {
         let (ws, _) = tokio_tungstenite::connect_async(socket_url(base)).await.context("WebSocket handshake")?;
+        Self::join(ws).await
+    }
+
+    /// Does the same over a TCP connection made by the caller (from a chosen source address).
+    pub async fn over(base: &str, stream: TcpStream) -> anyhow::Result<Self> {
+        let (ws, _) = tokio_tungstenite::client_async(socket_url(base), MaybeTlsStream::Plain(stream))
+            .await
+            .context("WebSocket handshake")?;
+        Self::join(ws).await
+    }
+
+    async fn join(ws: WebSocketStream<MaybeTlsStream<TcpStream>>) -> anyhow::Result<Self> {
         let mut link = Self { ws, session: ClientSession::new() };
         while !link.session.is_online() {
             if let Incoming::Closed(reason) = link.next().await? {

@@ -9,6 +9,7 @@
 //! duplicates and order violations per sender, latency (HDR histogram) and disconnects.
 //! It prints a table and one JSON line. Targets must be on loopback; every run is bounded.
 
+mod conns;
 mod fanout;
 mod link;
 
@@ -28,6 +29,8 @@ struct Cli {
 enum Scenario {
     /// N clients over the URLs, S of them sending at a total rate for a duration.
     Fanout(fanout::FanoutArgs),
+    /// Hold N idle connections; report failures and the servers' memory per connection.
+    Conns(conns::ConnsArgs),
 }
 
 /// Refuses any target that is not on the loopback network: this tool must not load
@@ -61,6 +64,20 @@ async fn main() -> anyhow::Result<()> {
             println!("{}", report.table());
             println!("{}", serde_json::to_string(&report)?);
             // A run that lost or reordered anything says so in its exit status too.
+            if !report.clean() {
+                std::process::exit(1);
+            }
+        }
+        Scenario::Conns(args) => {
+            loopback_only(&args.urls)?;
+            if args.hold_secs > 600 {
+                bail!("--hold-secs is at most 600: every run is bounded");
+            }
+            // Every connection is a file descriptor: take all the hard limit allows.
+            let _ = rlimit::increase_nofile_limit(u64::MAX);
+            let report = conns::run(&args).await?;
+            println!("{}", report.table());
+            println!("{}", serde_json::to_string(&report)?);
             if !report.clean() {
                 std::process::exit(1);
             }
