@@ -456,45 +456,50 @@ pub struct RedisServer {
 impl RedisServer {
     /// Starts a new server.
     pub async fn start() -> RedisServer {
-        let port = free_port();
-        let args = ["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"];
-        Self::start_with(port, args.iter().map(|a| a.to_string()).collect()).await
+        Self::start_on_a_free_port(|port| {
+            let args = ["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"];
+            args.iter().map(|a| a.to_string()).collect()
+        })
+        .await
     }
 
     /// Starts a server speaking only TLS (certificate and key in PEM files), requiring
     /// `password`.
     pub async fn start_tls(cert: &Path, key: &Path, password: &str) -> RedisServer {
-        let port = free_port();
-        let path = |p: &Path| p.display().to_string();
-        let args = [
-            "--port",
-            "0",
-            "--tls-port",
-            &port.to_string(),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--tls-cert-file",
-            &path(cert),
-            "--tls-key-file",
-            &path(key),
-            "--tls-ca-cert-file",
-            &path(cert),
-            "--tls-auth-clients",
-            "no",
-            "--requirepass",
-            password,
-        ];
-        Self::start_with(port, args.iter().map(|a| a.to_string()).collect()).await
+        let (cert, key) = (cert.display().to_string(), key.display().to_string());
+        Self::start_on_a_free_port(|port| {
+            let tls = ["--tls-cert-file", &cert, "--tls-key-file", &key, "--tls-ca-cert-file", &cert];
+            let base = ["--port", "0", "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"];
+            let auth = ["--tls-auth-clients", "no", "--requirepass", password];
+            let port = ["--tls-port".to_owned(), port.to_string()];
+            port.into_iter().chain(base.iter().chain(&tls).chain(&auth).map(|a| a.to_string())).collect()
+        })
+        .await
     }
 
     async fn start_with(port: u16, args: Vec<String>) -> RedisServer {
         let mut redis = RedisServer { port, args, child: None };
         redis.restart().await;
         redis
+    }
+
+    /// Starts it with the arguments for a free port; again on another port if another
+    /// test's server took that one meanwhile.
+    async fn start_on_a_free_port(args: impl Fn(u16) -> Vec<String>) -> RedisServer {
+        for _ in 0..5 {
+            let port = free_port();
+            let mut redis = Self::start_with(port, args(port)).await;
+            if redis.alive().await {
+                return redis;
+            }
+        }
+        panic!("redis-server did not start on any of five free ports");
+    }
+
+    /// Whether its process still runs (it exits at once when its port is taken).
+    async fn alive(&mut self) -> bool {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        self.child.as_mut().is_some_and(|child| matches!(child.try_wait(), Ok(None)))
     }
 
     /// Its URL.
@@ -549,11 +554,25 @@ pub struct Node {
 impl Node {
     /// Starts a node on a free port; `extra` are more command-line flags.
     pub async fn spawn(redis_url: &str, name: &str, extra: &[&str]) -> Node {
-        Self::spawn_on(free_port(), redis_url, name, extra).await
+        // A port free a moment ago may be taken by another test's server meanwhile: then
+        // this node cannot bind it, and it is started again on another port.
+        for _ in 0..5 {
+            if let Some(node) = Self::try_spawn_on(free_port(), redis_url, name, extra).await {
+                return node;
+            }
+        }
+        panic!("{name} did not start on any of five free ports");
     }
 
     /// Starts a node on `port` (for example again, after it stopped).
     pub async fn spawn_on(port: u16, redis_url: &str, name: &str, extra: &[&str]) -> Node {
+        Self::try_spawn_on(port, redis_url, name, extra)
+            .await
+            .unwrap_or_else(|| panic!("{name} did not start on port {port}"))
+    }
+
+    /// Starts a node on `port`; `None` when it exits before serving as itself.
+    async fn try_spawn_on(port: u16, redis_url: &str, name: &str, extra: &[&str]) -> Option<Node> {
         let mut command = Command::new(env!("CARGO_BIN_EXE_server"));
         command.args(["--addr", &format!("127.0.0.1:{port}"), "--redis-url", redis_url, "--node-name", name]);
         if !extra.contains(&"--shutdown-timeout-secs") {
@@ -572,8 +591,24 @@ impl Node {
             .kill_on_drop(true)
             .spawn()
             .expect("start the server binary");
-        wait_for_port(port, name).await;
-        Node { name: name.to_owned(), port, child }
+        let mut node = Node { name: name.to_owned(), port, child };
+        node.serving().await.then_some(node)
+    }
+
+    /// Waits until this very node answers on its port (not another test's server).
+    async fn serving(&mut self) -> bool {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        let me = format!(r#""node":"{}""#, self.name);
+        while tokio::time::Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return false;
+            }
+            if probe_healthz(self.port).await.is_some_and(|body| body.contains(&me)) {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        false
     }
 
     /// Its base URL.
@@ -635,6 +670,21 @@ pub async fn http_get_with(addr: &str, path: &str, headers: &[(&str, &str)]) -> 
     let status = text.split(' ').nth(1).and_then(|s| s.parse().ok()).expect("status line");
     let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
     (status, head.to_ascii_lowercase(), body.to_owned())
+}
+
+/// The body of `/healthz` on `port` if an HTTP server there answers 200; `None` for
+/// anything else (nothing listening, another kind of server, an error).
+async fn probe_healthz(port: u16) -> Option<String> {
+    let probe = async {
+        let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.ok()?;
+        let request = format!("GET /healthz HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n");
+        stream.write_all(request.as_bytes()).await.ok()?;
+        let mut raw = Vec::new();
+        tokio::io::AsyncReadExt::read_to_end(&mut stream, &mut raw).await.ok()?;
+        let text = String::from_utf8_lossy(&raw).into_owned();
+        text.starts_with("HTTP/1.1 200").then(|| text.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()))?
+    };
+    tokio::time::timeout(Duration::from_secs(2), probe).await.ok().flatten()
 }
 
 /// Polls `check` until it holds or `within` passes; returns how long it took.
