@@ -3,13 +3,15 @@
 //! Browsers send `Origin` with WebSocket handshakes and cross-origin requests; a request
 //! whose origin is not allowed is refused with 403 (clients that send no `Origin`, such
 //! as python-socketio or socket.io-client in Node.js, are not browsers and pass). The
-//! page gets a Content-Security-Policy whose script nonce is made per response.
+//! page gets a Content-Security-Policy with the script nonce of its response.
 
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use leptos::nonce::Nonce;
+use leptos::nonce::{Nonce, use_nonce};
+use leptos::prelude::use_context;
+use leptos_axum::ResponseOptions;
 use std::sync::Arc;
 use thiserror::Error;
 
@@ -105,10 +107,6 @@ fn header_str(headers: &HeaderMap, name: header::HeaderName) -> Option<&str> {
     headers.get(name).and_then(|v| v.to_str().ok())
 }
 
-/// The script nonce of one page response, for Leptos's hydration script.
-#[derive(Debug, Clone)]
-pub struct ScriptNonce(pub Nonce);
-
 /// The page's Content-Security-Policy: scripts only from the site or with this nonce,
 /// WebAssembly compiled (`wasm-unsafe-eval`), connections only back to the site.
 pub fn content_security_policy(nonce: &Nonce) -> String {
@@ -121,16 +119,20 @@ pub fn content_security_policy(nonce: &Nonce) -> String {
     )
 }
 
-/// Gives each request a fresh script nonce and each response the security headers.
-pub async fn security_headers(mut request: Request, next: Next) -> Response {
-    let nonce = Nonce::new();
-    request.extensions_mut().insert(ScriptNonce(nonce.clone()));
+/// Sets the page's Content-Security-Policy from the script nonce leptos_axum made for
+/// this response (its hydration script carries the same nonce). Runs as the page renders.
+pub fn page_security_policy() {
+    let (Some(nonce), Some(response)) = (use_nonce(), use_context::<ResponseOptions>()) else { return };
+    match HeaderValue::from_str(&content_security_policy(&nonce)) {
+        Ok(csp) => response.insert_header(header::CONTENT_SECURITY_POLICY, csp),
+        Err(err) => tracing::error!(%err, "the page's Content-Security-Policy is not a header value"),
+    }
+}
+
+/// Gives every response the security headers that do not depend on it.
+pub async fn security_headers(request: Request, next: Next) -> Response {
     let mut response = next.run(request).await;
     let headers = response.headers_mut();
-    let is_html = header_str(headers, header::CONTENT_TYPE).is_some_and(|t| t.starts_with("text/html"));
-    if is_html && let Ok(csp) = HeaderValue::from_str(&content_security_policy(&nonce)) {
-        headers.insert(header::CONTENT_SECURITY_POLICY, csp);
-    }
     headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
     headers.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
     headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));

@@ -10,7 +10,7 @@ use crate::configuration::Settings;
 use crate::health::{self, Health};
 use crate::metrics::{self, Metrics};
 use crate::realtime::Realtime;
-use crate::security::{self, AllowedOrigins, ScriptNonce};
+use crate::security::{self, AllowedOrigins};
 use crate::tls::{self, NodeListener, TlsError};
 use app::shell;
 use axum::Router;
@@ -117,7 +117,7 @@ impl Application {
         let router = Router::new()
             .route(
                 "/",
-                get(leptos_axum::render_app_to_stream_with_context(provide_script_nonce, {
+                get(leptos_axum::render_app_to_stream_with_context(security::page_security_policy, {
                     let site = site.clone();
                     move || shell(site.clone())
                 })),
@@ -269,16 +269,6 @@ async fn cluster_chat(
         .map_err(redis_error)?;
     let backends = Backends { sessions, bus: Arc::new(bus), presence: Arc::new(presence) };
     Ok((ChatService::new(backends, settings.max_message_chars as usize), keep_alive))
-}
-
-/// Hands the page's script nonce (made by [`security::security_headers`]) to Leptos,
-/// whose hydration script then carries it.
-fn provide_script_nonce() {
-    let nonce = leptos::prelude::use_context::<axum::http::request::Parts>()
-        .and_then(|parts| parts.extensions.get::<ScriptNonce>().cloned());
-    if let Some(ScriptNonce(nonce)) = nonce {
-        leptos::prelude::provide_context(nonce);
-    }
 }
 
 /// Leptos's site settings (output name, site root) from cargo-leptos's environment, with
