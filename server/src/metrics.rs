@@ -1,5 +1,6 @@
 //! The node's Prometheus metrics (OpenMetrics text at `/metrics`), one registry per node.
 
+use app::protocol::{BACKLOG, HELLO, LINE, MESSAGE, NOTICE, PRESENCE, SET_USERNAME};
 use axum::Router;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
@@ -30,6 +31,31 @@ pub struct EventLabel {
     event: &'static str,
 }
 
+/// Counters of events by name. The names a node uses are resolved once, so that counting
+/// one (per client, per room event on the delivery path) is an atomic add, not a map
+/// lookup under a lock.
+#[derive(Clone)]
+struct EventCounters {
+    family: Family<EventLabel, Counter>,
+    known: Vec<(&'static str, Counter)>,
+}
+
+impl EventCounters {
+    fn new(known: &[&'static str]) -> Self {
+        let family = Family::<EventLabel, Counter>::default();
+        let known = known.iter().map(|&event| (event, family.get_or_create(&EventLabel { event }).clone())).collect();
+        Self { family, known }
+    }
+
+    fn inc(&self, event: &'static str) {
+        if let Some((_, counter)) = self.known.iter().find(|(name, _)| *name == event) {
+            counter.inc();
+        } else {
+            self.family.get_or_create(&EventLabel { event }).inc();
+        }
+    }
+}
+
 /// Why an input was refused.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 pub struct ReasonLabel {
@@ -53,8 +79,8 @@ pub struct Metrics {
     registry: Registry,
     /// Clients connected to this node.
     pub clients: Family<ClientLabels, Gauge>,
-    events_in: Family<EventLabel, Counter>,
-    events_out: Family<EventLabel, Counter>,
+    events_in: EventCounters,
+    events_out: EventCounters,
     refusals: Family<ReasonLabel, Counter>,
     backlogs: Family<KindLabel, Counter>,
     backend_errors: Family<OpLabel, Counter>,
@@ -76,8 +102,8 @@ impl Default for Metrics {
         let mut registry = Registry::with_prefix("chatroom");
         let metrics = Self {
             clients: Family::default(),
-            events_in: Family::default(),
-            events_out: Family::default(),
+            events_in: EventCounters::new(&[MESSAGE, SET_USERNAME, "join"]),
+            events_out: EventCounters::new(&[MESSAGE, LINE, BACKLOG, NOTICE, PRESENCE, HELLO]),
             refusals: Family::default(),
             backlogs: Family::default(),
             backend_errors: Family::default(),
@@ -87,8 +113,8 @@ impl Default for Metrics {
             registry: Registry::default(),
         };
         registry.register("connected_clients", "Clients connected to this node", metrics.clients.clone());
-        registry.register("events_in", "Events received from clients", metrics.events_in.clone());
-        registry.register("events_out", "Events sent to clients", metrics.events_out.clone());
+        registry.register("events_in", "Events received from clients", metrics.events_in.family.clone());
+        registry.register("events_out", "Events sent to clients", metrics.events_out.family.clone());
         registry.register("refusals", "Inputs refused, by reason", metrics.refusals.clone());
         registry.register("backlogs", "Backlogs sent to joining chatroom clients, by kind", metrics.backlogs.clone());
         registry.register(
@@ -110,12 +136,12 @@ impl Default for Metrics {
 impl Metrics {
     /// Counts an event received from a client.
     pub fn event_in(&self, event: &'static str) {
-        self.events_in.get_or_create(&EventLabel { event }).inc();
+        self.events_in.inc(event);
     }
 
     /// Counts an event sent to a client.
     pub fn event_out(&self, event: &'static str) {
-        self.events_out.get_or_create(&EventLabel { event }).inc();
+        self.events_out.inc(event);
     }
 
     /// Counts a refused input.
