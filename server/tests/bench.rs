@@ -38,6 +38,28 @@ async fn the_load_tool_measures_a_short_fanout_run() {
 }
 
 #[tokio::test]
+async fn the_load_tool_ramps_the_rate_up_over_the_same_connections() {
+    let app = spawn_app().await;
+    let output = Command::new(env!("CARGO_BIN_EXE_chatroom-bench"))
+        .args(["rampup", "--url", &app.url(), "--clients", "5", "--senders", "2", "--start-rate", "10"])
+        .args(["--factor", "2", "--step-secs", "1", "--max-steps", "2"])
+        .output()
+        .await
+        .expect("run chatroom-bench");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "failed:\n{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
+    let report: Value = serde_json::from_str(stdout.lines().last().expect("a JSON line")).expect("JSON");
+    assert_eq!(report["held_rate"], 20.0, "both steps held: {report}");
+    let steps = report["steps"].as_array().expect("steps");
+    let sent: Vec<_> = steps.iter().map(|step| step["sent"].as_u64()).collect();
+    assert_eq!(sent, [Some(10), Some(20)], "{report}");
+    for step in steps {
+        assert_eq!(step["received"], step["expected"], "{step}");
+        assert_eq!(step["missing"], 0, "{step}");
+    }
+}
+
+#[tokio::test]
 async fn the_load_tool_holds_idle_connections_and_measures_memory() {
     let app = spawn_app().await;
     // The node runs in this test's process: its memory is this process's.

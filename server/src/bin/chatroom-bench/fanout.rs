@@ -8,7 +8,8 @@ use serde::Serialize;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::{Semaphore, mpsc, watch};
+use tokio::task::JoinHandle;
 use tokio::time::{Instant, MissedTickBehavior};
 
 /// Handshakes in flight at once while the clients connect.
@@ -99,7 +100,7 @@ impl Report {
     }
 }
 
-/// What one client saw.
+/// What one client saw in one step.
 #[derive(Default)]
 struct Seen {
     sent: u64,
@@ -131,16 +132,31 @@ impl PerSender {
     }
 }
 
-/// A benchmark line: `b <sender> <seq> <micros since the run's start>`.
-fn line_text(sender: usize, seq: u64, micros: u64) -> String {
-    format!("b {sender} {seq} {micros}")
+/// A benchmark line: `b <step> <sender> <seq> <micros since the run's start>`.
+fn line_text(step: u32, sender: usize, seq: u64, micros: u64) -> String {
+    format!("b {step} {sender} {seq} {micros}")
+}
+
+/// One benchmark line as read back.
+#[derive(Debug, PartialEq)]
+struct Line {
+    step: u32,
+    sender: usize,
+    seq: u64,
+    micros: u64,
 }
 
 /// Reads a benchmark line out of a legacy `name: text` message.
-fn parse_line(message: &str) -> Option<(usize, u64, u64)> {
+fn parse_line(message: &str) -> Option<Line> {
     let (_, text) = message.split_once(": ")?;
     let mut parts = text.strip_prefix("b ")?.split(' ');
-    Some((parts.next()?.parse().ok()?, parts.next()?.parse().ok()?, parts.next()?.parse().ok()?))
+    let mut next = || parts.next()?.parse::<u64>().ok();
+    Some(Line {
+        step: u32::try_from(next()?).ok()?,
+        sender: usize::try_from(next()?).ok()?,
+        seq: next()?,
+        micros: next()?,
+    })
 }
 
 struct Shared {
@@ -153,92 +169,153 @@ impl Shared {
         let mut histogram = self.histograms[shard % SHARDS].lock().unwrap_or_else(PoisonError::into_inner);
         histogram.saturating_record(micros.max(1));
     }
+
+    /// All shards in one histogram, and empties them for the next step.
+    fn take_latencies(&self) -> anyhow::Result<Histogram<u64>> {
+        let mut merged = new_histogram()?;
+        for histogram in &self.histograms {
+            let mut histogram = histogram.lock().unwrap_or_else(PoisonError::into_inner);
+            merged.add(&*histogram)?;
+            histogram.reset();
+        }
+        Ok(merged)
+    }
 }
 
-/// Connects every client, lets the senders send, and tallies what everyone received.
+fn new_histogram() -> anyhow::Result<Histogram<u64>> {
+    Ok(Histogram::new_with_bounds(1, 120_000_000, 3)?)
+}
+
+/// One measured period: every sender sends `per_sender` lines, one every `interval`.
+#[derive(Debug, Clone, Copy)]
+struct Step {
+    id: u32,
+    per_sender: u64,
+    interval: Duration,
+    start: Instant,
+    until: Instant,
+}
+
+/// What the clients are told to do next.
+#[derive(Debug, Clone, Copy)]
+enum Order {
+    Wait,
+    Run(Step),
+    Stop,
+}
+
+/// Connected clients that run measured steps one after another.
+pub struct Swarm {
+    clients: usize,
+    senders: usize,
+    connect_failures: usize,
+    shared: Arc<Shared>,
+    steps: watch::Sender<Order>,
+    seen: mpsc::Receiver<Seen>,
+    tasks: Vec<JoinHandle<()>>,
+    next_step: u32,
+}
+
+impl Swarm {
+    /// Connects `clients` clients spread over `urls`; the first `senders` take a name.
+    pub async fn connect(urls: &[String], clients: usize, senders: usize) -> anyhow::Result<Self> {
+        let clients = clients.max(1);
+        let senders = senders.clamp(1, clients);
+        let histograms = (0..SHARDS).map(|_| new_histogram().map(Mutex::new)).collect::<Result<_, _>>()?;
+        let shared = Arc::new(Shared { start: Instant::now(), histograms });
+        let (steps, steps_rx) = watch::channel(Order::Wait);
+        let (seen_tx, seen) = mpsc::channel::<Seen>(clients);
+        let gate = Arc::new(Semaphore::new(CONNECTING_AT_ONCE));
+        let (ready_tx, mut ready_rx) = mpsc::channel::<bool>(clients);
+
+        let mut tasks = Vec::with_capacity(clients);
+        for index in 0..clients {
+            let url = urls[index % urls.len()].clone();
+            let sender = index < senders;
+            let (shared, steps, gate, ready, seen) =
+                (shared.clone(), steps_rx.clone(), gate.clone(), ready_tx.clone(), seen_tx.clone());
+            tasks.push(tokio::spawn(async move {
+                let link = {
+                    let _permit = gate.acquire().await;
+                    connect(&url, index, sender).await
+                };
+                let _ = ready.send(link.is_ok()).await;
+                if let Ok(link) = link {
+                    run_client(link, index, sender, steps, seen, &shared).await;
+                }
+            }));
+        }
+        drop(ready_tx);
+        let mut connect_failures = 0;
+        for _ in 0..clients {
+            if !ready_rx.recv().await.unwrap_or(false) {
+                connect_failures += 1;
+            }
+        }
+        Ok(Self { clients, senders, connect_failures, shared, steps, seen, tasks, next_step: 0 })
+    }
+
+    /// Runs one step at `rate` lines a second for `duration` and reports it.
+    pub async fn step(&mut self, rate: f64, duration: Duration) -> anyhow::Result<Report> {
+        let connected = self.clients - self.connect_failures;
+        let per_sender = ((rate * duration.as_secs_f64()) / self.senders as f64).round() as u64;
+        let interval = Duration::from_secs_f64(self.senders as f64 / rate.max(0.001));
+        let start = Instant::now();
+        let id = self.next_step;
+        self.next_step += 1;
+        self.steps.send_replace(Order::Run(Step { id, per_sender, interval, start, until: start + duration + DRAIN }));
+
+        let mut seen = Vec::with_capacity(connected);
+        for _ in 0..connected {
+            match self.seen.recv().await {
+                Some(outcome) => seen.push(outcome),
+                None => break,
+            }
+        }
+        let latencies = self.shared.take_latencies()?;
+        let sent: u64 = seen.iter().map(|s| s.sent).sum();
+        let received: u64 = seen.iter().map(|s| s.received).sum();
+        let duplicates: u64 = seen.iter().map(|s| s.duplicates).sum();
+        let expected = sent * self.clients as u64;
+        let ms = |micros: u64| micros as f64 / 1000.0;
+        Ok(Report {
+            scenario: "fanout",
+            clients: self.clients,
+            senders: self.senders,
+            target_rate: rate,
+            duration_secs: duration.as_secs(),
+            connect_failures: self.connect_failures,
+            sent,
+            expected,
+            received,
+            missing: expected.saturating_sub(received - duplicates),
+            duplicates,
+            order_violations: seen.iter().map(|s| s.order_violations).sum(),
+            disconnects: seen.iter().filter(|s| s.disconnected).count(),
+            deliveries_per_sec: received as f64 / duration.as_secs_f64().max(0.001),
+            latency_ms_p50: ms(latencies.value_at_quantile(0.50)),
+            latency_ms_p90: ms(latencies.value_at_quantile(0.90)),
+            latency_ms_p99: ms(latencies.value_at_quantile(0.99)),
+            latency_ms_max: ms(latencies.max()),
+        })
+    }
+
+    /// Tells every client to hang up and waits for them.
+    pub async fn close(self) {
+        self.steps.send_replace(Order::Stop);
+        drop(self.seen);
+        for task in self.tasks {
+            let _ = task.await;
+        }
+    }
+}
+
+/// Connects every client, runs one step, and tallies what everyone received.
 pub async fn run(args: &FanoutArgs) -> anyhow::Result<Report> {
-    let clients = args.clients.max(1);
-    let senders = args.senders.clamp(1, clients);
-    let per_sender = ((args.rate * args.duration_secs as f64) / senders as f64).round() as u64;
-    let interval = Duration::from_secs_f64(senders as f64 / args.rate.max(0.001));
-    let histograms =
-        (0..SHARDS).map(|_| Histogram::new_with_bounds(1, 120_000_000, 3).map(Mutex::new)).collect::<Result<_, _>>()?;
-    let shared = Arc::new(Shared { start: Instant::now(), histograms });
-    let (go_tx, go_rx) = watch::channel(None::<Instant>);
-    let gate = Arc::new(Semaphore::new(CONNECTING_AT_ONCE));
-    let (ready_tx, mut ready_rx) = tokio::sync::mpsc::channel::<bool>(clients);
-
-    let mut tasks = Vec::with_capacity(clients);
-    for index in 0..clients {
-        let url = args.urls[index % args.urls.len()].clone();
-        let sending = (index < senders).then_some(per_sender);
-        let (shared, mut go, gate, ready) = (shared.clone(), go_rx.clone(), gate.clone(), ready_tx.clone());
-        let duration = Duration::from_secs(args.duration_secs);
-        tasks.push(tokio::spawn(async move {
-            let link = {
-                let _permit = gate.acquire().await;
-                connect(&url, index, sending.is_some()).await
-            };
-            let _ = ready.send(link.is_ok()).await;
-            let mut link = link.ok()?;
-            // Everyone starts together, once all are connected.
-            let start = loop {
-                if let Some(start) = *go.borrow() {
-                    break start;
-                }
-                if go.changed().await.is_err() {
-                    return None;
-                }
-            };
-            Some(serve(&mut link, index, sending, interval, start, start + duration + DRAIN, &shared).await)
-        }));
-    }
-    drop(ready_tx);
-    let mut connect_failures = 0;
-    for _ in 0..clients {
-        if !ready_rx.recv().await.unwrap_or(false) {
-            connect_failures += 1;
-        }
-    }
-    let started = Instant::now();
-    let _ = go_tx.send(Some(started));
-
-    let mut seen = Vec::with_capacity(clients);
-    for task in tasks {
-        if let Ok(Some(outcome)) = task.await {
-            seen.push(outcome);
-        }
-    }
-    let elapsed = args.duration_secs.max(1) as f64;
-    let sent: u64 = seen.iter().map(|s| s.sent).sum();
-    let received: u64 = seen.iter().map(|s| s.received).sum();
-    let duplicates: u64 = seen.iter().map(|s| s.duplicates).sum();
-    let expected = sent * clients as u64;
-    let mut merged = Histogram::<u64>::new_with_bounds(1, 120_000_000, 3)?;
-    for histogram in &shared.histograms {
-        merged.add(&*histogram.lock().unwrap_or_else(PoisonError::into_inner))?;
-    }
-    let ms = |micros: u64| micros as f64 / 1000.0;
-    Ok(Report {
-        scenario: "fanout",
-        clients,
-        senders,
-        target_rate: args.rate,
-        duration_secs: args.duration_secs,
-        connect_failures,
-        sent,
-        expected,
-        received,
-        missing: expected.saturating_sub(received - duplicates),
-        duplicates,
-        order_violations: seen.iter().map(|s| s.order_violations).sum(),
-        disconnects: seen.iter().filter(|s| s.disconnected).count(),
-        deliveries_per_sec: received as f64 / elapsed,
-        latency_ms_p50: ms(merged.value_at_quantile(0.50)),
-        latency_ms_p90: ms(merged.value_at_quantile(0.90)),
-        latency_ms_p99: ms(merged.value_at_quantile(0.99)),
-        latency_ms_max: ms(merged.max()),
-    })
+    let mut swarm = Swarm::connect(&args.urls, args.clients, args.senders).await?;
+    let report = swarm.step(args.rate, Duration::from_secs(args.duration_secs)).await;
+    swarm.close().await;
+    report
 }
 
 /// Connects one client; a sender takes a name so that its lines are accepted.
@@ -259,31 +336,58 @@ async fn connect(url: &str, index: usize, sender: bool) -> anyhow::Result<Link> 
     Ok(link)
 }
 
-/// Sends (for a sender) and receives until `until`.
-async fn serve(
-    link: &mut Link,
+/// One client over its life: a step whenever one is announced, until told to stop.
+async fn run_client(
+    mut link: Link,
     index: usize,
-    sending: Option<u64>,
-    interval: Duration,
-    start: Instant,
-    until: Instant,
+    sender: bool,
+    mut steps: watch::Receiver<Order>,
+    seen: mpsc::Sender<Seen>,
     shared: &Shared,
-) -> Seen {
+) {
+    let mut done = None::<u32>;
+    let mut disconnected = false;
+    loop {
+        let step = loop {
+            match *steps.borrow_and_update() {
+                Order::Stop => return,
+                Order::Run(step) if done.is_none_or(|done| step.id > done) => break step,
+                Order::Run(_) | Order::Wait => {}
+            }
+            if steps.changed().await.is_err() {
+                return;
+            }
+        };
+        done = Some(step.id);
+        let outcome = if disconnected {
+            Seen { disconnected: true, ..Seen::default() }
+        } else {
+            serve(&mut link, index, sender.then_some(step.per_sender), step, shared).await
+        };
+        disconnected = outcome.disconnected;
+        if seen.send(outcome).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Sends (for a sender) and receives until the step's end.
+async fn serve(link: &mut Link, index: usize, sending: Option<u64>, step: Step, shared: &Shared) -> Seen {
     let mut seen = Seen::default();
     let mut senders: HashMap<usize, PerSender> = HashMap::new();
     let to_send = sending.unwrap_or(0);
     // Senders start spread over one interval, not all in the same instant.
-    let offset = interval.mul_f64((index as f64 * 0.618_034) % 1.0);
-    let mut ticks = tokio::time::interval_at(start + offset, interval);
+    let offset = step.interval.mul_f64((index as f64 * 0.618_034) % 1.0);
+    let mut ticks = tokio::time::interval_at(step.start + offset, step.interval);
     ticks.set_missed_tick_behavior(MissedTickBehavior::Burst);
-    let deadline = tokio::time::sleep_until(until);
+    let deadline = tokio::time::sleep_until(step.until);
     tokio::pin!(deadline);
     loop {
         tokio::select! {
             () = &mut deadline => break,
             _ = ticks.tick(), if seen.sent < to_send => {
                 let micros = shared.start.elapsed().as_micros() as u64;
-                let text = line_text(index, seen.sent, micros);
+                let text = line_text(step.id, index, seen.sent, micros);
                 if link.emit(&ClientEvent::Message(text)).await.is_err() {
                     seen.disconnected = true;
                     break;
@@ -292,11 +396,12 @@ async fn serve(
             }
             incoming = link.next() => match incoming {
                 Ok(Incoming::Message(message)) => {
-                    let Some((sender, seq, micros)) = parse_line(&message) else { continue };
+                    // Lines of an earlier step that come this late were already missed.
+                    let Some(line) = parse_line(&message).filter(|line| line.step == step.id) else { continue };
                     seen.received += 1;
                     let now = shared.start.elapsed().as_micros() as u64;
-                    shared.record_latency(index, now.saturating_sub(micros));
-                    let (duplicate, out_of_order) = senders.entry(sender).or_default().record(seq);
+                    shared.record_latency(index, now.saturating_sub(line.micros));
+                    let (duplicate, out_of_order) = senders.entry(line.sender).or_default().record(line.seq);
                     seen.duplicates += u64::from(duplicate);
                     seen.order_violations += u64::from(out_of_order);
                 }
@@ -317,8 +422,8 @@ mod tests {
 
     #[test]
     fn lines_round_trip_through_the_legacy_format() {
-        let message = format!("s3: {}", line_text(3, 41, 123_456));
-        assert_eq!(parse_line(&message), Some((3, 41, 123_456)));
+        let message = format!("s3: {}", line_text(2, 3, 41, 123_456));
+        assert_eq!(parse_line(&message), Some(Line { step: 2, sender: 3, seq: 41, micros: 123_456 }));
         assert_eq!(parse_line("Welcome to the chatroom!"), None);
         assert_eq!(parse_line("ann: hello there"), None);
     }

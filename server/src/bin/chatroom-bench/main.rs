@@ -5,6 +5,9 @@
 //!   chatroom-bench fanout --url http://127.0.0.1:3000 [--url …] --clients 100 \
 //!       --senders 10 --rate 100 --duration-secs 10
 //!
+//!   chatroom-bench rampup --url … --clients 1000 --senders 10 --start-rate 10 --factor 1.5
+//!   chatroom-bench conns --url … --connections 10000 --server-pid PID
+//!
 //! Every client checks every line it receives: deliveries expected and received,
 //! duplicates and order violations per sender, latency (HDR histogram) and disconnects.
 //! It prints a table and one JSON line. Targets must be on loopback; every run is bounded.
@@ -12,6 +15,7 @@
 mod conns;
 mod fanout;
 mod link;
+mod rampup;
 
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
@@ -29,6 +33,8 @@ struct Cli {
 enum Scenario {
     /// N clients over the URLs, S of them sending at a total rate for a duration.
     Fanout(fanout::FanoutArgs),
+    /// The fanout clients with a rising rate: the highest rate held within a p99 limit.
+    Rampup(rampup::RampupArgs),
     /// Hold N idle connections; report failures and the servers' memory per connection.
     Conns(conns::ConnsArgs),
 }
@@ -67,6 +73,15 @@ async fn main() -> anyhow::Result<()> {
             if !report.clean() {
                 std::process::exit(1);
             }
+        }
+        Scenario::Rampup(args) => {
+            loopback_only(&args.urls)?;
+            if args.bound() > std::time::Duration::from_secs(1200) {
+                bail!("--max-steps × (--step-secs + 4 s) is at most 20 minutes: every run is bounded");
+            }
+            let report = rampup::run(&args).await?;
+            println!("{}", report.table());
+            println!("{}", serde_json::to_string(&report)?);
         }
         Scenario::Conns(args) => {
             loopback_only(&args.urls)?;
