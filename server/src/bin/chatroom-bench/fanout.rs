@@ -14,6 +14,8 @@ use tokio::time::{Instant, MissedTickBehavior};
 
 /// Handshakes in flight at once while the clients connect.
 const CONNECTING_AT_ONCE: usize = 200;
+/// How long one client may take to connect (and, for a sender, to take its name).
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 /// Latency histograms, so that clients seldom wait for one another.
 const SHARDS: usize = 16;
 /// How long clients keep listening after the last line was sent.
@@ -237,7 +239,9 @@ impl Swarm {
             tasks.push(tokio::spawn(async move {
                 let link = {
                     let _permit = gate.acquire().await;
-                    connect(&url, index, sender).await
+                    tokio::time::timeout(CONNECT_TIMEOUT, connect(&url, index, sender))
+                        .await
+                        .unwrap_or_else(|_| Err(anyhow::anyhow!("no handshake within {CONNECT_TIMEOUT:?}")))
                 };
                 let _ = ready.send(link.is_ok()).await;
                 if let Ok(link) = link {

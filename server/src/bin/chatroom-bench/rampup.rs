@@ -63,7 +63,7 @@ impl RampupReport {
     pub fn table(&self) -> String {
         let mut table = format!(
             "rampup: {} clients, {} senders, p99 limit {} ms\n\
-             {:>10} {:>10} {:>12} {:>8} {:>6} {:>6} {:>9} {:>9} {:>9}\n",
+             {:>10} {:>10} {:>12} {:>8} {:>6} {:>6} {:>6} {:>9} {:>9} {:>9}\n",
             self.clients,
             self.senders,
             self.p99_limit_ms,
@@ -72,6 +72,7 @@ impl RampupReport {
             "deliveries/s",
             "missing",
             "dups",
+            "order",
             "disc",
             "p50 ms",
             "p99 ms",
@@ -79,12 +80,13 @@ impl RampupReport {
         );
         for step in &self.steps {
             table += &format!(
-                "{:>10.1} {:>10} {:>12.0} {:>8} {:>6} {:>6} {:>9.2} {:>9.2} {:>9.2}\n",
+                "{:>10.1} {:>10} {:>12.0} {:>8} {:>6} {:>6} {:>6} {:>9.2} {:>9.2} {:>9.2}\n",
                 step.target_rate,
                 step.sent,
                 step.deliveries_per_sec,
                 step.missing,
                 step.duplicates,
+                step.order_violations,
                 step.disconnects,
                 step.latency_ms_p50,
                 step.latency_ms_p99,
@@ -101,12 +103,14 @@ impl RampupReport {
     }
 }
 
-/// Whether a step held: nothing lost, duplicated, reordered or dropped, p99 in bound.
+/// Whether a step held: nothing lost, duplicated or dropped, p99 in bound. Lines seen out
+/// of order are reported but do not end the ramp: the replaced service reorders even at
+/// low rates, and the measure is how much load a system carries.
 fn held(step: &Report, p99_limit_ms: f64) -> Result<(), String> {
-    if !step.clean() {
+    if step.missing + step.duplicates > 0 || step.disconnects + step.connect_failures > 0 {
         return Err(format!(
-            "{} msg/s lost or broke something (missing {}, duplicates {}, order {}, disconnects {}, connect failures {})",
-            step.target_rate, step.missing, step.duplicates, step.order_violations, step.disconnects, step.connect_failures
+            "{} msg/s lost something (missing {}, duplicates {}, disconnects {}, connect failures {})",
+            step.target_rate, step.missing, step.duplicates, step.disconnects, step.connect_failures
         ));
     }
     if step.latency_ms_p99 > p99_limit_ms {
@@ -184,5 +188,7 @@ mod tests {
         assert!(held(&step(10.0, 0), 250.0).is_ok());
         assert!(held(&step(251.0, 0), 250.0).unwrap_err().contains("p99"));
         assert!(held(&step(10.0, 1), 250.0).unwrap_err().contains("missing 1"));
+        let reordered = Report { order_violations: 3, ..step(10.0, 0) };
+        assert!(held(&reordered, 250.0).is_ok(), "reported, not a failure");
     }
 }

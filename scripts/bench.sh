@@ -1,0 +1,212 @@
+#!/usr/bin/env bash
+# The benchmark: chatroom against the replaced Flask-SocketIO service and Socket.IO on
+# Node (bench/peers/), each as two nodes on one Redis, on loopback, driven by
+# chatroom-bench. Builds release, installs the peers, runs every scenario for every
+# system in turn (alternating the order each round), and writes docs/benchmarks.md and
+# its charts from the results (scripts/bench_report.py). Takes about 45 minutes.
+#
+#   scripts/bench.sh [--rounds 3] [--clients "100 1000 5000"] [--systems "chatroom node flask"]
+#                    [--no-build] [--no-capacity] [--out DIR]
+#
+# Not part of the test command (a smoke run of the load tool is).
+source "$(dirname "$0")/setup.sh"
+
+rounds=3
+sizes="100 1000 5000"
+systems="chatroom node flask"
+build=1
+capacity=1
+out="$ROOT/target/bench/$(date -u +%Y%m%dT%H%M%SZ)"
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --rounds) rounds="$2"; shift 2 ;;
+    --clients) sizes="$2"; shift 2 ;;
+    --systems) systems="$2"; shift 2 ;;
+    --no-build) build=""; shift ;;
+    --no-capacity) capacity=""; shift ;;
+    --out) out="$2"; shift 2 ;;
+    *) echo "unknown argument: $1 (see the header of $0)" >&2; exit 2 ;;
+  esac
+done
+
+# --- set-up ------------------------------------------------------------------------
+command -v redis-server >/dev/null || { say "installing Redis"; apt_install redis-server; }
+if [ -n "$build" ]; then
+  setup_build
+  build_release
+  say "building the load tool (release)"
+  (cd "$ROOT" && cargo build --release -p server --bin chatroom-bench)
+fi
+bench_tool="$ROOT/target/release/chatroom-bench"
+venv="$ROOT/target/bench-venv"
+reqs="$ROOT/bench/peers/flask/requirements.txt"
+if [ ! -x "$venv/bin/python" ] || [ "$reqs" -nt "$venv/.installed" ] || [ "$0" -nt "$venv/.installed" ]; then
+  say "installing the Flask-SocketIO peer and matplotlib (for the charts)"
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install -q --disable-pip-version-check -r "$reqs" matplotlib==3.10.7
+  touch "$venv/.installed"
+fi
+node_peer="$ROOT/bench/peers/node"
+if [ ! -d "$node_peer/node_modules" ] || [ "$node_peer/package-lock.json" -nt "$node_peer/node_modules/.package-lock.json" ]; then
+  say "installing the Socket.IO on Node peer"
+  (cd "$node_peer" && npm ci --no-fund --no-audit --loglevel=error)
+fi
+
+# Every connection is a file descriptor, for the servers and the load tool alike.
+ulimit -n "$(ulimit -Hn)"
+mkdir -p "$out"
+say "results in $out"
+
+free_port() {
+  python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+pids=()
+stop_pids() {
+  for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+  for pid in "${pids[@]}"; do
+    for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+  done
+  pids=()
+}
+redis_pid=""
+cleanup() {
+  trap - EXIT INT TERM
+  stop_pids
+  [ -n "$redis_pid" ] && kill -TERM "$redis_pid" 2>/dev/null && wait "$redis_pid" 2>/dev/null
+  true
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+wait_http() { # URL what
+  for _ in $(seq 1 300); do
+    curl -sf -o /dev/null "$1" && return 0
+    sleep 0.1
+  done
+  echo "$2 did not come up at $1: see $out" >&2
+  exit 1
+}
+
+redis_port="$(free_port)"
+redis-server --port "$redis_port" --bind 127.0.0.1 --save "" --appendonly no --dir "$out" \
+  --logfile "$out/redis.log" &
+redis_pid=$!
+for _ in $(seq 1 100); do redis-cli -p "$redis_port" ping >/dev/null 2>&1 && break; sleep 0.1; done
+
+# start SYSTEM NODES: starts the system's nodes on fresh ports; sets urls and pids.
+urls=()
+start() {
+  local system="$1" nodes="$2" i port
+  redis-cli -p "$redis_port" flushall >/dev/null
+  urls=()
+  for i in $(seq 1 "$nodes"); do
+    port="$(free_port)"
+    case "$system" in
+      chatroom)
+        # Rate limits are for people; the benchmark's senders send far faster.
+        "$ROOT/target/release/server" --addr "127.0.0.1:$port" --node-name "node-$i" \
+          --redis-url "redis://127.0.0.1:$redis_port/" --message-rate 1000000 --message-burst 1000000 \
+          --max-connections 100000 >>"$out/$system-$i.log" 2>&1 &
+        ;;
+      node)
+        (cd "$node_peer" && PORT="$port" REDIS_URL="redis://127.0.0.1:$redis_port" exec node server.js) \
+          >>"$out/$system-$i.log" 2>&1 &
+        ;;
+      flask)
+        PORT="$port" REDIS_URL="redis://127.0.0.1:$redis_port/0" "$venv/bin/python" "$ROOT/bench/peers/flask/app.py" \
+          >>"$out/$system-$i.log" 2>&1 &
+        ;;
+    esac
+    pids+=($!)
+    urls+=("--url" "http://127.0.0.1:$port")
+  done
+  for ((i = 1; i < ${#urls[@]}; i += 2)); do wait_http "${urls[$i]}/" "$system"; done
+}
+
+# run NAME ARGS...: runs the load tool, keeps its table and its JSON line.
+run() {
+  local name="$1"
+  shift
+  say "$name"
+  # A run that lost something exits 1; its report says what, and the next run goes on.
+  "$bench_tool" "$@" >"$out/$name.txt" 2>"$out/$name.log" || true
+  tail -n 1 "$out/$name.txt" >"$out/$name.json"
+  sed '$d' "$out/$name.txt" | tail -n 4 >&2
+}
+
+# The order of the systems turns each round, so no system always runs first or last.
+rotate() { # ROUND words...
+  local round="$1"
+  shift
+  local list=("$@") n=$#
+  for ((i = 0; i < n; i++)); do echo "${list[$(((i + round) % n))]}"; done
+}
+
+# Each rampup starts near a tenth of what the fastest system held when this was written,
+# so every system gets several steps before it breaks; 1.5x a step.
+start_rate() {
+  case "$1" in
+    100) echo 40 ;;
+    1000) echo 8 ;;
+    *) echo 1 ;;
+  esac
+}
+
+for round in $(seq 1 "$rounds"); do
+  for system in $(rotate "$round" $systems); do
+    start "$system" 2
+    for n in $sizes; do
+      run "rampup-$system-$n-r$round" rampup "${urls[@]}" --clients "$n" --senders 10 \
+        --start-rate "$(start_rate "$n")" --factor 1.5 --step-secs 4 --max-steps 18
+    done
+    run "latency-$system-1000-r$round" fanout "${urls[@]}" --clients 1000 --senders 10 --rate 10 --duration-secs 10
+    stop_pids
+    # Memory per idle connection: fresh nodes, 5,000 connections over both.
+    start "$system" 2
+    server_pids=()
+    for pid in "${pids[@]}"; do
+      # The peers' shells exec their server: the pid is the server's.
+      server_pids+=("--server-pid" "$pid")
+    done
+    run "memory-$system-5000-r$round" conns "${urls[@]}" --connections 5000 --hold-secs 5 "${server_pids[@]}"
+    stop_pids
+  done
+done
+
+if [ -n "$capacity" ]; then
+  # chatroom alone: one node up to its file-descriptor limit, then 100,000 over six nodes.
+  limit="$(ulimit -Hn)"
+  start chatroom 1
+  run "capacity-chatroom-1node" conns "${urls[@]}" --connections $((limit - 1000)) --hold-secs 10 --server-pid "${pids[0]}"
+  stop_pids
+  start chatroom 6
+  server_pids=()
+  for pid in "${pids[@]}"; do server_pids+=("--server-pid" "$pid"); done
+  run "capacity-chatroom-6nodes" conns "${urls[@]}" --connections 100000 --hold-secs 10 "${server_pids[@]}"
+  stop_pids
+fi
+
+# What ran, for the report.
+{
+  echo "date=$(date -u +%Y-%m-%dT%H:%MZ)"
+  echo "commit=$(git -C "$ROOT" rev-parse --short HEAD)$(git -C "$ROOT" diff --quiet || echo '+changes')"
+  echo "cpu=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')"
+  echo "cores=$(nproc)"
+  echo "memory=$(free -g | awk '/^Mem:/ { print $2 }') GiB"
+  echo "kernel=$(uname -r)"
+  echo "rustc=$(rustc --version)"
+  echo "redis=$(redis-server --version | sed 's/.*v=\([^ ]*\).*/\1/')"
+  echo "node=$(node --version)"
+  echo "socket.io=$(cd "$node_peer" && node -p 'require("socket.io/package.json").version')"
+  echo "redis-adapter=$(cd "$node_peer" && node -p 'require("@socket.io/redis-adapter/package.json").version')"
+  echo "python=$("$venv/bin/python" --version | cut -d' ' -f2)"
+  echo "flask-socketio=$("$venv/bin/python" -c 'import importlib.metadata as m; print(m.version("flask-socketio"))')"
+  echo "rounds=$rounds"
+  echo "clients=$sizes"
+} >"$out/meta.txt"
+
+say "writing docs/benchmarks.md"
+"$venv/bin/python" "$ROOT/scripts/bench_report.py" "$out" "$ROOT/docs"

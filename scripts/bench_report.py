@@ -1,0 +1,251 @@
+"""Turns one run of scripts/bench.sh into the results part of docs/benchmarks.md and its
+charts. Only the part between the results markers is rewritten; the rest of the page
+(method notes, the tuning log) is kept as written.
+
+    python scripts/bench_report.py RESULTS_DIR DOCS_DIR
+"""
+
+import json
+import statistics
+import sys
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+BEGIN = "<!-- results:begin (written by scripts/bench_report.py) -->"
+END = "<!-- results:end -->"
+SYSTEMS = [
+    ("chatroom", "chatroom"),
+    ("node", "Socket.IO 4 on Node + redis-adapter"),
+    ("flask", "Flask-SocketIO (replaced service)"),
+]
+COLOURS = {"chatroom": "#2b6cb0", "node": "#3c873a", "flask": "#a0a0a0"}
+
+
+def load(results: Path, name: str):
+    """The JSON line of one run, or None when it did not run or printed none."""
+    path = results / f"{name}.json"
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def rounds_of(results: Path, prefix: str):
+    """Every round's report of one scenario, system and size."""
+    reports = []
+    for path in sorted(results.glob(f"{prefix}-r*.json")):
+        report = load(results, path.stem)
+        if report is not None:
+            reports.append(report)
+    return reports
+
+
+def median(values):
+    values = [v for v in values if v is not None]
+    return statistics.median(values) if values else None
+
+
+def fmt(value, digits=0, none="none"):
+    if value is None:
+        return none
+    return f"{value:,.{digits}f}"
+
+
+def ratio(a, b):
+    if a is None or not b:
+        return "n/a" if a is None else "∞ (peer held none)"
+    return f"{a / b:.1f}x"
+
+
+def main():
+    results, docs = Path(sys.argv[1]), Path(sys.argv[2])
+    meta = dict(
+        line.split("=", 1) for line in (results / "meta.txt").read_text().splitlines() if "=" in line
+    )
+    sizes = [int(n) for n in meta.get("clients", "100 1000 5000").split()]
+
+    # Highest rate held, per size and system: medians over rounds (a round that held
+    # nothing counts as 0).
+    held = {}
+    for n in sizes:
+        for system, _ in SYSTEMS:
+            reports = rounds_of(results, f"rampup-{system}-{n}")
+            if not reports:
+                continue
+            held[(system, n)] = {
+                "rate": median([r.get("held_rate") or 0.0 for r in reports]),
+                "deliveries": median([r.get("held_deliveries_per_sec") or 0.0 for r in reports]),
+                "runs": [r.get("held_rate") for r in reports],
+                "stopped": [r.get("stopped") for r in reports],
+            }
+    latency = {}
+    for system, _ in SYSTEMS:
+        reports = rounds_of(results, f"latency-{system}-1000")
+        if reports:
+            latency[system] = {
+                "p50": median([r["latency_ms_p50"] for r in reports]),
+                "p99": median([r["latency_ms_p99"] for r in reports]),
+                "clean": all(r["missing"] == 0 and r["disconnects"] == 0 for r in reports),
+                "order": sum(r["order_violations"] for r in reports),
+            }
+    memory = {}
+    for system, _ in SYSTEMS:
+        reports = rounds_of(results, f"memory-{system}-5000")
+        if reports:
+            memory[system] = {
+                "kib": median([r["kib_per_connection"] for r in reports]),
+                "failures": sum(r["failures"] for r in reports),
+            }
+    capacity = {name: load(results, f"capacity-chatroom-{name}") for name in ("1node", "6nodes")}
+
+    lines = [BEGIN, ""]
+    lines += [
+        f"Run of {meta.get('date', '?')} at commit `{meta.get('commit', '?')}`, "
+        f"{meta.get('rounds', '?')} rounds (medians shown).",
+        "",
+        f"- Machine: {meta.get('cpu', '?')}, {meta.get('cores', '?')} cores, {meta.get('memory', '?')}, "
+        f"Linux {meta.get('kernel', '?')}; servers, Redis and the load tool on the same box.",
+        f"- chatroom: {meta.get('rustc', '?')}, release build; Redis {meta.get('redis', '?')}.",
+        f"- Socket.IO on Node: socket.io {meta.get('socket.io', '?')}, @socket.io/redis-adapter "
+        f"{meta.get('redis-adapter', '?')}, Node {meta.get('node', '?')}.",
+        f"- Flask-SocketIO {meta.get('flask-socketio', '?')} (threading mode, Redis message queue), "
+        f"Python {meta.get('python', '?')}.",
+        "",
+        "### Highest send rate held (p99 ≤ 250 ms, nothing lost)",
+        "",
+        "| clients | " + " | ".join(label for _, label in SYSTEMS) + " | chatroom ÷ Node | chatroom ÷ Flask |",
+        "| ---: | " + " | ".join("---:" for _ in SYSTEMS) + " | ---: | ---: |",
+    ]
+    for n in sizes:
+        cells = []
+        for system, _ in SYSTEMS:
+            h = held.get((system, n))
+            if h is None:
+                cells.append("not run")
+            elif not h["rate"]:
+                cells.append("none held")
+            else:
+                cells.append(f"{fmt(h['rate'], 1)} msg/s ({fmt(h['deliveries'])} deliveries/s)")
+        ours = held.get(("chatroom", n), {}).get("deliveries")
+        node = held.get(("node", n), {}).get("deliveries")
+        flask = held.get(("flask", n), {}).get("deliveries")
+        lines.append(f"| {n:,} | " + " | ".join(cells) + f" | {ratio(ours, node)} | {ratio(ours, flask)} |")
+    lines += ["", "Each round's highest rate held (msg/s) and why its ramp stopped:", ""]
+    for n in sizes:
+        for system, label in SYSTEMS:
+            h = held.get((system, n))
+            if h:
+                runs = ", ".join(fmt(r, 1) if r else "none" for r in h["runs"])
+                lines.append(f"- {n:,} clients, {label}: {runs}; stopped: {h['stopped'][0]}")
+    lines += [
+        "",
+        "### Latency at 1,000 clients, 10 msg/s (10 senders, 10 s)",
+        "",
+        "| system | p50 ms | p99 ms | nothing lost | lines out of order |",
+        "| --- | ---: | ---: | --- | ---: |",
+    ]
+    for system, label in SYSTEMS:
+        if system in latency:
+            l = latency[system]
+            lines.append(
+                f"| {label} | {fmt(l['p50'], 2)} | {fmt(l['p99'], 2)} | {'yes' if l['clean'] else 'no'} | {l['order']} |"
+            )
+    lines += [
+        "",
+        "### Memory per idle connection (5,000 connections over two nodes, server RSS growth)",
+        "",
+        "| system | KiB per connection | failed connections |",
+        "| --- | ---: | ---: |",
+    ]
+    for system, label in SYSTEMS:
+        if system in memory:
+            lines.append(f"| {label} | {fmt(memory[system]['kib'], 1)} | {memory[system]['failures']} |")
+    lines += ["", "### Connections held (chatroom)", ""]
+    for name, what in (("1node", "one node"), ("6nodes", "six nodes")):
+        c = capacity.get(name)
+        if c:
+            lines.append(
+                f"- {what}: {c['connected']:,} of {c['asked']:,} connected, {c['failures']} failed, "
+                f"{c['dropped_while_held']} dropped while held for {c['hold_secs']} s, "
+                f"{fmt(c['kib_per_connection'], 1)} KiB per connection"
+                + (f" (first error: {c['first_error']})" if c.get("first_error") else "")
+            )
+
+    # Goals, as the issue states them.
+    lines += ["", "### Goals", "", "| goal | measured | holds |", "| --- | --- | --- |"]
+    for n in sizes:
+        ours = held.get(("chatroom", n), {}).get("deliveries")
+        node = held.get(("node", n), {}).get("deliveries")
+        if ours is not None and node is not None:
+            ok = node > 0 and ours >= 2 * node or node == 0 and ours > 0
+            lines.append(f"| ≥ 2x Node's deliveries/s at {n:,} clients | {ratio(ours, node)} | {'yes' if ok else 'no'} |")
+    if "chatroom" in latency:
+        p99 = latency["chatroom"]["p99"]
+        lines.append(f"| p99 ≤ 5 ms at 1,000 clients, 10 msg/s | {fmt(p99, 2)} ms | {'yes' if p99 <= 5 else 'no'} |")
+    if "chatroom" in memory:
+        kib = memory["chatroom"]["kib"]
+        lines.append(f"| ≤ 8 KiB per idle connection | {fmt(kib, 1)} KiB | {'yes' if kib <= 8 else 'no'} |")
+    for name, what in (("1node", "one node up to its fd limit"), ("6nodes", "100,000 over several nodes")):
+        c = capacity.get(name)
+        if c:
+            ok = c["failures"] == 0 and c["dropped_while_held"] == 0 and c["connected"] == c["asked"]
+            lines.append(f"| {what}, zero failures | {c['connected']:,} held, {c['failures']} failed | {'yes' if ok else 'no'} |")
+
+    # Charts.
+    docs.mkdir(parents=True, exist_ok=True)
+    fig, ax = plt.subplots(figsize=(7, 3.6))
+    width = 0.8 / len(SYSTEMS)
+    for i, (system, label) in enumerate(SYSTEMS):
+        values = [held.get((system, n), {}).get("deliveries") or 0 for n in sizes]
+        ax.bar([x + i * width for x in range(len(sizes))], values, width, label=label, color=COLOURS[system])
+    ax.set_xticks([x + width for x in range(len(sizes))], [f"{n:,} clients" for n in sizes])
+    ax.set_yscale("symlog", linthresh=1000)
+    ax.set_ylabel("deliveries/s held")
+    ax.set_title("Highest load held (p99 ≤ 250 ms, nothing lost), medians")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(docs / "bench-throughput.svg")
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(7, 3))
+    names = [label for system, label in SYSTEMS if system in latency]
+    keys = [system for system, _ in SYSTEMS if system in latency]
+    ys = range(len(keys))
+    ax.barh([y + 0.2 for y in ys], [latency[k]["p50"] for k in keys], 0.4, label="p50", color="#90cdf4")
+    ax.barh([y - 0.2 for y in ys], [latency[k]["p99"] for k in keys], 0.4, label="p99", color="#2b6cb0")
+    ax.set_yticks(list(ys), names)
+    ax.set_xlabel("ms")
+    ax.set_title("Latency at 1,000 clients, 10 msg/s (medians)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(docs / "bench-latency.svg")
+    plt.close(fig)
+
+    lines += [
+        "",
+        "![Highest load held](bench-throughput.svg)",
+        "",
+        "![Latency at 1,000 clients](bench-latency.svg)",
+        "",
+        f"Raw reports (one JSON line per run) are in `{results.name}` under `target/bench/` of the machine that ran it.",
+        "",
+        END,
+    ]
+    page = docs / "benchmarks.md"
+    text = page.read_text() if page.exists() else f"# Benchmarks\n\n{BEGIN}\n{END}\n"
+    if BEGIN in text and END in text:
+        before, rest = text.split(BEGIN, 1)
+        after = rest.split(END, 1)[1]
+        text = before + "\n".join(lines) + after
+    else:
+        text += "\n" + "\n".join(lines) + "\n"
+    page.write_text(text)
+    print(f"wrote {page}")
+
+
+if __name__ == "__main__":
+    main()
