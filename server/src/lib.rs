@@ -8,6 +8,7 @@ pub mod health;
 pub mod limits;
 pub mod metrics;
 pub mod realtime;
+pub mod request_head;
 pub mod security;
 pub mod startup;
 pub mod telemetry;

@@ -26,11 +26,11 @@ use serde_json::Value;
 use socketioxide::extract::{SocketRef, TryData};
 use socketioxide::socket::{DisconnectReason, Sid};
 use socketioxide::{SendError, SocketError, SocketIo, TransportType};
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 use std::time::Duration;
-use tokio::sync::{Notify, mpsc, watch};
+use tokio::sync::{Notify, watch};
 use tokio_util::task::TaskTracker;
 
 /// Events from one client waiting to be handled.
@@ -50,6 +50,59 @@ enum Inbound {
     },
     SetUsername(Option<Value>),
     Message(Option<Value>),
+}
+
+/// One connection's events waiting for its task. Nothing is allocated until the client
+/// sends one: a tokio channel allocates a block of 32 slots at once, about 2 KiB for
+/// every idle connection.
+#[derive(Default)]
+struct EventQueue {
+    pending: Mutex<VecDeque<Inbound>>,
+    ready: Notify,
+    closed: AtomicBool,
+}
+
+/// Why an event was not queued.
+enum NotQueued {
+    Full,
+    Closed,
+}
+
+impl EventQueue {
+    fn push(&self, event: Inbound) -> Result<(), NotQueued> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(NotQueued::Closed);
+        }
+        {
+            let mut pending = lock(&self.pending);
+            if pending.len() >= INBOX_CAPACITY {
+                return Err(NotQueued::Full);
+            }
+            pending.push_back(event);
+        }
+        // Stores a permit when the task is not waiting yet, so no wake-up is lost.
+        self.ready.notify_one();
+        Ok(())
+    }
+
+    fn try_next(&self) -> Option<Inbound> {
+        lock(&self.pending).pop_front()
+    }
+
+    /// The next event, waiting for one.
+    async fn next(&self) -> Inbound {
+        loop {
+            if let Some(event) = self.try_next() {
+                return event;
+            }
+            self.ready.notified().await;
+        }
+    }
+
+    /// Refuses further events: the connection's task is done.
+    fn close(&self) {
+        self.closed.store(true, Ordering::Release);
+    }
 }
 
 /// Where a chatroom client stands in the room's order.
@@ -307,7 +360,7 @@ impl Realtime {
     }
 
     fn on_connect(&self, socket: SocketRef, auth: Option<Value>) {
-        let (inbox, queue) = mpsc::channel(INBOX_CAPACITY);
+        let queue = Arc::new(EventQueue::default());
         let gone = Arc::new(Notify::new());
         // Only clients that announce a protocol version get more than the legacy strings.
         let auth = auth.and_then(|auth| serde_json::from_value::<ClientAuth>(auth).ok());
@@ -351,13 +404,13 @@ impl Realtime {
                     tracing::debug!(sid = %socket.id, %err, "hello not sent: the client is gone");
                 }
                 self.metrics.event_in("join");
-                let _ = inbox.try_send(Inbound::Join { after: auth.after, name: auth.name });
+                let _ = queue.push(Inbound::Join { after: auth.after, name: auth.name });
             }
         }
         let structured = matches!(member.feed, Feed::Structured(_));
         self.install_handlers(
             &socket,
-            Inbox { queue: inbox, structured, limits: Arc::new(self.limits.for_connection()) },
+            Inbox { queue: queue.clone(), structured, limits: Arc::new(self.limits.for_connection()) },
             gone.clone(),
         );
         self.tasks.spawn(serve_connection(member, self.chat.clone(), queue, gone, self.connected.clone()));
@@ -400,12 +453,14 @@ impl Realtime {
                         self.metrics.bus_reconnects.inc();
                     }
                     let now_ms = now_ms();
+                    // Once a batch: whoever joins meanwhile gets these from its backlog.
+                    let members = self.members.snapshot();
                     for delivered in batch {
                         let lag = Duration::from_millis(now_ms.saturating_sub(delivered.position.ms));
                         Metrics::observe(&self.metrics.delivery_seconds, lag);
                         let legacy = delivered.event.legacy_text();
                         let line = room_line(&delivered);
-                        for member in self.members.snapshot() {
+                        for member in &members {
                             member.deliver(&delivered, legacy.as_deref(), &line);
                         }
                         after = delivered.position;
@@ -439,7 +494,7 @@ fn now_ms() -> u64 {
 /// Where a connection's handlers put its events, after its rate limits.
 #[derive(Clone)]
 struct Inbox {
-    queue: mpsc::Sender<Inbound>,
+    queue: Arc<EventQueue>,
     structured: bool,
     limits: Arc<ConnectionLimits>,
 }
@@ -465,14 +520,14 @@ impl Inbox {
                 return;
             }
         }
-        match self.queue.try_send(event) {
+        match self.queue.push(event) {
             Ok(()) => {}
-            Err(mpsc::error::TrySendError::Full(_)) => {
+            Err(NotQueued::Full) => {
                 tracing::warn!(sid = %socket.id, "client sends faster than it is served; event refused");
                 refuse_now(socket, self.structured, metrics, &Refusal::Busy);
             }
             // The connection task has finished: the socket is closing.
-            Err(mpsc::error::TrySendError::Closed(_)) => {}
+            Err(NotQueued::Closed) => {}
         }
     }
 }
@@ -481,7 +536,7 @@ impl Inbox {
 async fn serve_connection(
     member: Arc<Member>,
     chat: Arc<ChatService>,
-    mut queue: mpsc::Receiver<Inbound>,
+    queue: Arc<EventQueue>,
     gone: Arc<Notify>,
     connected: Arc<AtomicUsize>,
 ) {
@@ -498,12 +553,13 @@ async fn serve_connection(
     loop {
         tokio::select! {
             biased;
-            Some(event) = queue.recv() => handle(&member, &chat, event).await,
+            event = queue.next() => handle(&member, &chat, event).await,
             () = gone.notified() => break,
         }
     }
     // Events that arrived before the disconnect still count, and come before the leave.
-    while let Ok(event) = queue.try_recv() {
+    queue.close();
+    while let Some(event) = queue.try_next() {
         handle(&member, &chat, event).await;
     }
     if let Err(err) = chat.close_session(&sid, &member.user).await {
