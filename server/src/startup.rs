@@ -23,7 +23,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use thiserror::Error;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpSocket};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tower_http::services::ServeDir;
@@ -67,12 +67,25 @@ pub struct Application {
     drain_delay: Duration,
 }
 
+/// Connections the kernel may hold for the node before it accepts them. Thousands of
+/// clients reconnect at once when a node of a cluster goes away; with the usual 1,024 the
+/// queue overflows and the kernel drops some of them (capped by `net.core.somaxconn`).
+const LISTEN_BACKLOG: u32 = 4096;
+
+/// Binds the node's listener (with `SO_REUSEADDR`, as `TcpListener::bind` does).
+fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
+}
+
 impl Application {
     /// Binds the listener and assembles the node from its settings.
     pub async fn build(settings: Settings) -> Result<Self, StartupError> {
         let site = site_options(&settings)?;
         let bind_error = |source| StartupError::Bind { addr: settings.addr, source };
-        let listener = TcpListener::bind(settings.addr).await.map_err(bind_error)?;
+        let listener = listen(settings.addr).map_err(bind_error)?;
         let addr = listener.local_addr().map_err(bind_error)?;
         let listener = match (&settings.tls_cert, &settings.tls_key) {
             (Some(cert), Some(key)) => {
