@@ -253,6 +253,16 @@ impl RedisSessions {
         let records: Vec<(String, String)> = self.live().iter().map(|(s, n)| (s.clone(), n.clone())).collect();
         for chunk in records.chunks(REFRESH_CHUNK) {
             self.write(chunk).await?;
+            // A session removed while its chunk was written would be written back and
+            // linger until its TTL (seen when thousands of clients left at once): remove
+            // it again. Its own DEL, if still to come, is sent after this write anyway.
+            let closed: Vec<String> = {
+                let live = self.live();
+                chunk.iter().filter(|(sid, _)| !live.contains_key(sid)).map(|(sid, _)| session_key(sid)).collect()
+            };
+            if !closed.is_empty() {
+                redis::cmd("DEL").arg(&closed).query_async::<()>(&mut self.conn.clone()).await.map_err(unavailable)?;
+            }
         }
         Ok(records.len())
     }
