@@ -162,9 +162,13 @@ for round in $(seq 1 "$rounds"); do
       run "rampup-$system-$n-r$round" rampup "${urls[@]}" --clients "$n" --senders 10 \
         --start-rate "$(start_rate "$n")" --factor 1.5 --step-secs 4 --max-steps 18
     done
+    stop_pids
+    # Fresh nodes for each measure: a ramp past what a system holds can leave it unwell
+    # (the replaced service refused most connections after its 5,000-client ramp).
+    start "$system" 2
     run "latency-$system-1000-r$round" fanout "${urls[@]}" --clients 1000 --senders 10 --rate 10 --duration-secs 10
     stop_pids
-    # Memory per idle connection: fresh nodes, 5,000 connections over both.
+    # Memory per idle connection: 5,000 connections over both nodes.
     start "$system" 2
     server_pids=()
     for pid in "${pids[@]}"; do
