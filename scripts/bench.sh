@@ -3,7 +3,7 @@
 # Node (bench/peers/), each as two nodes on one Redis, on loopback, driven by
 # chatroom-bench. Builds release, installs the peers, runs every scenario for every
 # system in turn (alternating the order each round), and writes docs/benchmarks.md and
-# its charts from the results (scripts/bench_report.py). Takes about 45 minutes.
+# its charts from the results (scripts/bench_report.py). Takes about 35 minutes.
 #
 #   scripts/bench.sh [--rounds 3] [--clients "100 1000 5000"] [--systems "chatroom node flask"]
 #                    [--no-build] [--no-capacity] [--out DIR]
