@@ -19,6 +19,7 @@ mod rampup;
 
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
+use std::io::Write;
 use std::net::IpAddr;
 
 /// The load tool's command line.
@@ -57,6 +58,13 @@ fn loopback_only(urls: &[String]) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Prints a run's table and JSON line. A reader that went away (`| head`) is no error:
+/// the run is over either way.
+fn print_report(table: &str, json: &str) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{table}\n{json}").and_then(|()| out.flush());
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
@@ -67,8 +75,7 @@ async fn main() -> anyhow::Result<()> {
                 bail!("--duration-secs is at most 600: every run is bounded");
             }
             let report = fanout::run(&args).await?;
-            println!("{}", report.table());
-            println!("{}", serde_json::to_string(&report)?);
+            print_report(&report.table(), &serde_json::to_string(&report)?);
             // A run that lost or reordered anything says so in its exit status too.
             if !report.clean() {
                 std::process::exit(1);
@@ -80,8 +87,7 @@ async fn main() -> anyhow::Result<()> {
                 bail!("--max-steps × (--step-secs + 4 s) is at most 20 minutes: every run is bounded");
             }
             let report = rampup::run(&args).await?;
-            println!("{}", report.table());
-            println!("{}", serde_json::to_string(&report)?);
+            print_report(&report.table(), &serde_json::to_string(&report)?);
         }
         Scenario::Conns(args) => {
             loopback_only(&args.urls)?;
@@ -91,8 +97,7 @@ async fn main() -> anyhow::Result<()> {
             // Every connection is a file descriptor: take all the hard limit allows.
             let _ = rlimit::increase_nofile_limit(u64::MAX);
             let report = conns::run(&args).await?;
-            println!("{}", report.table());
-            println!("{}", serde_json::to_string(&report)?);
+            print_report(&report.table(), &serde_json::to_string(&report)?);
             if !report.clean() {
                 std::process::exit(1);
             }
