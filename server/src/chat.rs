@@ -8,8 +8,8 @@ use app::validation::{MessageText, Refusal, Username};
 use backon::{ConstantBuilder, Retryable};
 use serde_json::Value;
 use std::sync::Arc;
-use tokio::sync::Semaphore;
 use std::time::Duration;
+use tokio::sync::Semaphore;
 use unicode_normalization::UnicodeNormalization;
 
 /// How often presence is swept (grace periods over, dead nodes' users).

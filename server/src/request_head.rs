@@ -67,9 +67,8 @@ mod tests {
     #[test]
     fn the_copied_head_is_equal_and_borrows_nothing_from_the_read_buffer() {
         // A head parsed the way hyper does it: slices of one buffer.
-        let buffer = Bytes::from(
-            b"/socket.io/?EIO=4&transport=websocket|http://127.0.0.1:3000|x-custom|yes|secret".to_vec(),
-        );
+        let buffer =
+            Bytes::from(b"/socket.io/?EIO=4&transport=websocket|http://127.0.0.1:3000|x-custom|yes|secret".to_vec());
         let slice = |from: usize, to: usize| buffer.slice(from..to);
         let uri = Uri::from_maybe_shared(slice(0, 37)).unwrap();
         let mut request = Request::builder().uri(uri.clone()).body(Body::empty()).unwrap();

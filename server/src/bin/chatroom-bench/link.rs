@@ -50,10 +50,13 @@ impl Link {
 
     /// Does the same over a TCP connection made by the caller (from a chosen source address).
     pub async fn over(base: &str, stream: TcpStream) -> anyhow::Result<Self> {
-        let (ws, _) =
-            tokio_tungstenite::client_async_with_config(socket_url(base), MaybeTlsStream::Plain(stream), Some(ws_config()))
-                .await
-                .context("WebSocket handshake")?;
+        let (ws, _) = tokio_tungstenite::client_async_with_config(
+            socket_url(base),
+            MaybeTlsStream::Plain(stream),
+            Some(ws_config()),
+        )
+        .await
+        .context("WebSocket handshake")?;
         Self::join(ws).await
     }
 
