@@ -61,6 +61,14 @@ def ratio(a, b):
     return f"{a / b:.1f}x"
 
 
+def save(fig, ax, path):
+    """Finishes a chart and writes it as SVG."""
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
 def main():
     results, docs = Path(sys.argv[1]), Path(sys.argv[2])
     meta = dict(
@@ -212,10 +220,7 @@ def main():
     ax.set_yscale("symlog", linthresh=1000)
     ax.set_ylabel("deliveries/s held")
     ax.set_title("Highest load held (p99 ≤ 250 ms, nothing lost), medians")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(docs / "bench-throughput.svg")
-    plt.close(fig)
+    save(fig, ax, docs / "bench-throughput.svg")
 
     fig, ax = plt.subplots(figsize=(7, 3))
     measured = [(system, label) for system, label in SYSTEMS if latency.get(system, {}).get("p50") is not None]
@@ -228,10 +233,7 @@ def main():
     ax.set_xscale("log")
     ax.set_xlabel("ms (log scale)")
     ax.set_title("Latency at 1,000 clients, 10 msg/s (medians)")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(docs / "bench-latency.svg")
-    plt.close(fig)
+    save(fig, ax, docs / "bench-latency.svg")
 
     lines += [
         "",

@@ -7,18 +7,33 @@ use serde_json::Value;
 use support::spawn_app;
 use tokio::process::Command;
 
+/// Runs the load tool with `args`; asserts a clean exit and returns its JSON report.
+async fn clean_run(args: &[&str]) -> Value {
+    let output =
+        Command::new(env!("CARGO_BIN_EXE_chatroom-bench")).args(args).output().await.expect("run chatroom-bench");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "the run was not clean:\n{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
+    serde_json::from_str(stdout.lines().last().expect("a JSON line")).expect("JSON")
+}
+
 #[tokio::test]
 async fn the_load_tool_measures_a_short_fanout_run() {
     let app = spawn_app().await;
-    let output = Command::new(env!("CARGO_BIN_EXE_chatroom-bench"))
-        .args(["fanout", "--url", &app.url(), "--clients", "6", "--senders", "2", "--rate", "20"])
-        .args(["--duration-secs", "2"])
-        .output()
-        .await
-        .expect("run chatroom-bench");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(output.status.success(), "the run was not clean:\n{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
-    let report: Value = serde_json::from_str(stdout.lines().last().expect("a JSON line")).expect("JSON");
+    let url = app.url();
+    let report = clean_run(&[
+        "fanout",
+        "--url",
+        &url,
+        "--clients",
+        "6",
+        "--senders",
+        "2",
+        "--rate",
+        "20",
+        "--duration-secs",
+        "2",
+    ])
+    .await;
     assert_eq!(report["sent"], 40, "{report}");
     assert_eq!(report["expected"], 240, "{report}");
     assert_eq!(report["received"], 240, "{report}");
@@ -40,15 +55,25 @@ async fn the_load_tool_measures_a_short_fanout_run() {
 #[tokio::test]
 async fn the_load_tool_ramps_the_rate_up_over_the_same_connections() {
     let app = spawn_app().await;
-    let output = Command::new(env!("CARGO_BIN_EXE_chatroom-bench"))
-        .args(["rampup", "--url", &app.url(), "--clients", "5", "--senders", "2", "--start-rate", "10"])
-        .args(["--factor", "2", "--step-secs", "1", "--max-steps", "2"])
-        .output()
-        .await
-        .expect("run chatroom-bench");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(output.status.success(), "failed:\n{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
-    let report: Value = serde_json::from_str(stdout.lines().last().expect("a JSON line")).expect("JSON");
+    let url = app.url();
+    let report = clean_run(&[
+        "rampup",
+        "--url",
+        &url,
+        "--clients",
+        "5",
+        "--senders",
+        "2",
+        "--start-rate",
+        "10",
+        "--factor",
+        "2",
+        "--step-secs",
+        "1",
+        "--max-steps",
+        "2",
+    ])
+    .await;
     assert_eq!(report["held_rate"], 20.0, "both steps held: {report}");
     let steps = report["steps"].as_array().expect("steps");
     let sent: Vec<_> = steps.iter().map(|step| step["sent"].as_u64()).collect();
@@ -65,15 +90,21 @@ async fn the_load_tool_holds_idle_connections_and_measures_memory() {
     // The node runs in this test's process: its memory is this process's.
     let pid = std::process::id().to_string();
     for per_process in ["100", "30"] {
-        let output = Command::new(env!("CARGO_BIN_EXE_chatroom-bench"))
-            .args(["conns", "--url", &app.url(), "--connections", "60", "--hold-secs", "1"])
-            .args(["--server-pid", &pid, "--per-process", per_process])
-            .output()
-            .await
-            .expect("run chatroom-bench");
-        let stdout = String::from_utf8_lossy(&output.stdout);
-        assert!(output.status.success(), "not clean:\n{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
-        let report: Value = serde_json::from_str(stdout.lines().last().expect("a JSON line")).expect("JSON");
+        let url = app.url();
+        let report = clean_run(&[
+            "conns",
+            "--url",
+            &url,
+            "--connections",
+            "60",
+            "--hold-secs",
+            "1",
+            "--server-pid",
+            &pid,
+            "--per-process",
+            per_process,
+        ])
+        .await;
         assert_eq!((report["connected"].as_u64(), report["failures"].as_u64()), (Some(60), Some(0)), "{report}");
         assert!(report["server_rss_after_kib"].as_u64().is_some_and(|kib| kib > 0), "{report}");
     }
