@@ -27,7 +27,7 @@ use socketioxide::extract::{SocketRef, TryData};
 use socketioxide::socket::{DisconnectReason, Sid};
 use socketioxide::{SendError, SocketError, SocketIo, TransportType};
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 use std::time::Duration;
 use tokio::sync::{Notify, watch};
@@ -57,9 +57,16 @@ enum Inbound {
 /// every idle connection.
 #[derive(Default)]
 struct EventQueue {
-    pending: Mutex<VecDeque<Inbound>>,
+    pending: Mutex<Pending>,
     ready: Notify,
-    closed: AtomicBool,
+}
+
+/// The events themselves, and whether the queue still takes any: under one lock, so no
+/// event slips in after the task's last look.
+#[derive(Default)]
+struct Pending {
+    events: VecDeque<Inbound>,
+    closed: bool,
 }
 
 /// Why an event was not queued.
@@ -70,15 +77,15 @@ enum NotQueued {
 
 impl EventQueue {
     fn push(&self, event: Inbound) -> Result<(), NotQueued> {
-        if self.closed.load(Ordering::Acquire) {
-            return Err(NotQueued::Closed);
-        }
         {
             let mut pending = lock(&self.pending);
-            if pending.len() >= INBOX_CAPACITY {
+            if pending.closed {
+                return Err(NotQueued::Closed);
+            }
+            if pending.events.len() >= INBOX_CAPACITY {
                 return Err(NotQueued::Full);
             }
-            pending.push_back(event);
+            pending.events.push_back(event);
         }
         // Stores a permit when the task is not waiting yet, so no wake-up is lost.
         self.ready.notify_one();
@@ -86,7 +93,7 @@ impl EventQueue {
     }
 
     fn try_next(&self) -> Option<Inbound> {
-        lock(&self.pending).pop_front()
+        lock(&self.pending).events.pop_front()
     }
 
     /// The next event, waiting for one.
@@ -99,9 +106,12 @@ impl EventQueue {
         }
     }
 
-    /// Refuses further events: the connection's task is done.
-    fn close(&self) {
-        self.closed.store(true, Ordering::Release);
+    /// Refuses further events and hands over those still waiting: the connection's task
+    /// is done.
+    fn close(&self) -> VecDeque<Inbound> {
+        let mut pending = lock(&self.pending);
+        pending.closed = true;
+        std::mem::take(&mut pending.events)
     }
 }
 
@@ -558,8 +568,7 @@ async fn serve_connection(
         }
     }
     // Events that arrived before the disconnect still count, and come before the leave.
-    queue.close();
-    while let Some(event) = queue.try_next() {
+    for event in queue.close() {
         handle(&member, &chat, event).await;
     }
     if let Err(err) = chat.close_session(&sid, &member.user).await {
