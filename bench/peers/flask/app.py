@@ -1,6 +1,6 @@
 """A comparison peer for chatroom's benchmark: the replaced Flask-SocketIO service.
 
-Its handlers are the deployed guide's (shared/seed), unchanged in behaviour: threading
+Its handlers are those of the guide that deployed the replaced service, unchanged in behaviour: threading
 mode, Redis as the message queue between nodes, the username in the Redis hash
 `session:{sid}` (read on every line). Two differences, both in the peer's favour: the
 debug loggers the guide turns on (logger, engineio_logger) are off, and the per-event

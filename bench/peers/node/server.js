@@ -1,5 +1,5 @@
 // A comparison peer for chatroom's benchmark: the replaced service's legacy chat contract
-// (shared/PROTOCOL.md) on Socket.IO 4 with @socket.io/redis-adapter, run as several nodes
+// (docs/legacy-protocol.md) on Socket.IO 4 with @socket.io/redis-adapter, run as several nodes
 // on one Redis. The username lives in socket.data, Socket.IO's own per-socket state: the
 // idiomatic (and fastest) way on Node, so the peer is not slowed by a Redis read a line.
 //
