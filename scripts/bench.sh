@@ -35,7 +35,7 @@ if [ -n "$build" ]; then
   setup_build
   build_release
   say "building the load tool (release)"
-  (cd "$ROOT" && cargo build --release -p server --bin chatroom-bench)
+  (cd "$ROOT" && cargo build --release -p chatroom-bench)
 fi
 bench_tool="$ROOT/target/release/chatroom-bench"
 venv="$ROOT/target/bench-venv"

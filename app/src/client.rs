@@ -1,9 +1,11 @@
 //! The browser's link to the server: a WebSocket carrying Engine.IO/Socket.IO frames,
-//! reopened with backoff whenever it drops. Framing and heartbeats are in [`crate::sio`].
+//! reopened with backoff whenever it drops. Framing, heartbeats and the link's state are
+//! in [`crate::protocol::codec`] and [`crate::protocol::session`]; this module only moves
+//! frames between them and the browser's socket.
 
-use crate::page::ConnState;
-use crate::protocol::{ClientAuth, ClientEvent, ServerEvent, is_client_key};
-use crate::sio::{Backoff, ClientSession, Step, encode_event};
+use crate::protocol::codec::encode_event;
+use crate::protocol::session::{Backoff, ClientSession, ConnState, Step};
+use crate::protocol::{ClientAuth, ClientEvent, ClientKey, ServerEvent};
 use futures::channel::mpsc::UnboundedReceiver;
 use futures::stream::{SplitSink, SplitStream};
 use futures::{FutureExt, SinkExt, StreamExt, select};
@@ -24,11 +26,11 @@ const KEY_STORAGE: &str = "chatroom.key";
 
 /// This browser's client key, kept in local storage so that its tabs and reloads are one
 /// user; a new random one when there is none (with storage off, it lasts for this page).
-pub fn client_key() -> String {
+pub fn client_key() -> ClientKey {
     let window = web_sys::window();
     let storage = window.as_ref().and_then(|w| w.local_storage().ok().flatten());
     if let Some(key) = storage.as_ref().and_then(|s| s.get_item(KEY_STORAGE).ok().flatten())
-        && is_client_key(&key)
+        && let Ok(key) = key.parse()
     {
         return key;
     }
@@ -36,13 +38,15 @@ pub fn client_key() -> String {
     let random = window.and_then(|w| w.crypto().ok()).and_then(|c| c.get_random_values_with_u8_array(&mut bytes).ok());
     if random.is_none() {
         // No Web Crypto: the key only needs to differ from other browsers' keys.
+        #[expect(clippy::cast_possible_truncation, reason = "a number in [0, 256) to a byte")]
+        let random_byte = || (js_sys::Math::random() * 256.0) as u8;
         for byte in &mut bytes {
-            *byte = (js_sys::Math::random() * 256.0) as u8;
+            *byte = random_byte();
         }
     }
-    let key: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    let key = ClientKey::from_random(bytes);
     if let Some(storage) = storage {
-        let _ = storage.set_item(KEY_STORAGE, &key);
+        let _ = storage.set_item(KEY_STORAGE, key.as_str());
     }
     key
 }
@@ -85,7 +89,7 @@ async fn run(
         }
         // Events typed while offline are not kept: the page only sends when online.
         while outbox.try_recv().is_ok() {}
-        TimeoutFuture::new(backoff.next_delay_ms(js_sys::Math::random()) as u32).await;
+        sleep_ms(backoff.next_delay_ms(js_sys::Math::random())).await;
     }
 }
 
@@ -141,7 +145,7 @@ async fn pump_frames(
     on_state: &impl Fn(ConnState),
     on_event: &impl Fn(ServerEvent),
 ) -> End {
-    let mut silence = TimeoutFuture::new(session.heartbeat_deadline_ms() as u32).fuse();
+    let mut silence = sleep_ms(session.heartbeat_deadline_ms()).fuse();
     loop {
         select! {
             frame = stream.next().fuse() => {
@@ -156,7 +160,7 @@ async fn pump_frames(
                     Err(err) => return End::Dropped(format!("bad frame from server: {err}")),
                 };
                 // Any frame proves the link alive; the deadline follows the handshake's timings.
-                silence = TimeoutFuture::new(session.heartbeat_deadline_ms() as u32).fuse();
+                silence = sleep_ms(session.heartbeat_deadline_ms()).fuse();
                 match step {
                     Step::Idle => {}
                     Step::Reply(frame) => {
@@ -182,4 +186,9 @@ async fn pump_frames(
             _ = silence => return End::Dropped("no heartbeat from the server".into()),
         }
     }
+}
+
+/// A browser timer of `ms` milliseconds (at most about 49 days, the timer's own limit).
+fn sleep_ms(ms: u64) -> TimeoutFuture {
+    TimeoutFuture::new(u32::try_from(ms).unwrap_or(u32::MAX))
 }

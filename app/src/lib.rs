@@ -1,10 +1,11 @@
-//! The chatroom's page (Leptos components), the protocol types shared with the server,
-//! and the browser's Socket.IO client.
+//! The chatroom's Leptos app: the wire contract shared with the server and the load
+//! tool ([`protocol`]), the page's state ([`store`]) and view ([`page`]), and the
+//! browser's Socket.IO client (`client`, browser only). Dependencies run one way:
+//! page → store / client → protocol.
 
 pub mod page;
 pub mod protocol;
-pub mod sio;
-pub mod validation;
+pub mod store;
 
 #[cfg(feature = "hydrate")]
 pub mod client;

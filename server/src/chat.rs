@@ -1,16 +1,15 @@
-//! The chat's rules as plain functions: who may say what, and what the room hears.
-//! The Socket.IO handlers call these; tests call them directly.
+//! The chat's rules as plain functions: who may say what, what the room hears, and what
+//! a joining client is sent. The Socket.IO side (`realtime`) calls these; tests call them
+//! directly.
 
 use crate::backend::memory::{MemoryBus, MemoryPresence, MemorySessions};
-use crate::backend::{BackendError, Claim, Delivered, EventBus, Position, Presence, SessionStore, UserId};
-use app::protocol::{BacklogKind, RoomEvent};
-use app::validation::{MessageText, Refusal, Username};
+use crate::backend::{BackendError, Claim, Delivered, EventBus, Presence, SessionId, SessionStore, UserId};
+use app::protocol::{BacklogKind, MessageText, Position, PresenceList, Presented, Refusal, RoomEvent, Username};
 use backon::{ConstantBuilder, Retryable};
 use serde_json::Value;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Semaphore;
-use unicode_normalization::UnicodeNormalization;
 
 /// How often presence is swept (grace periods over, dead nodes' users).
 const SWEEP_EVERY: Duration = Duration::from_secs(1);
@@ -97,11 +96,12 @@ impl ChatService {
     /// one resumed after, when there was one.
     pub async fn backlog(
         &self,
-        after: Option<&str>,
+        after: Option<&Presented<Position>>,
     ) -> Result<(BacklogKind, Vec<Delivered>, Option<Position>), BackendError> {
-        let Some(after) = after else { return Ok((BacklogKind::History, self.history().await?, None)) };
-        let Ok(after) = after.parse::<Position>() else {
-            return Ok((BacklogKind::Reset, self.history().await?, None));
+        let after = match after {
+            None => return Ok((BacklogKind::History, self.history().await?, None)),
+            Some(Presented::Invalid(_)) => return Ok((BacklogKind::Reset, self.history().await?, None)),
+            Some(Presented::Valid(after)) => *after,
         };
         let mut missed: Vec<Delivered> = Vec::new();
         loop {
@@ -122,11 +122,8 @@ impl ChatService {
 
     /// The recent events within the history limits, oldest first.
     async fn history(&self) -> Result<Vec<Delivered>, BackendError> {
-        let now_ms = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_millis() as u64)
-            .unwrap_or(0);
-        let oldest_ms = now_ms.saturating_sub(self.history.max_age.as_millis() as u64);
+        let max_age_ms = u64::try_from(self.history.max_age.as_millis()).unwrap_or(u64::MAX);
+        let oldest_ms = crate::clock::now_ms().saturating_sub(max_age_ms);
         let mut recent = self.bus.recent(self.history.len).await?;
         recent.retain(|d| d.position.ms >= oldest_ms);
         Ok(recent)
@@ -152,40 +149,57 @@ impl ChatService {
 
     /// Records a new connection of `user`; returns the name the user already has (another
     /// of its connections is online, or it came back within its grace period).
-    pub async fn open_session(&self, sid: &str, user: &UserId) -> Result<Option<Username>, BackendError> {
+    pub async fn open_session(&self, sid: &SessionId, user: &UserId) -> Result<Option<Username>, BackendError> {
         let _turn = self.session_ops.acquire().await;
         self.sessions.create(sid).await?;
         let Some(name) = self.presence.connect(user, sid).await? else { return Ok(None) };
-        match Username::parse(&name) {
-            Ok(name) => {
-                self.sessions.set_username(sid, name.as_str()).await?;
-                Ok(Some(name))
-            }
-            Err(refusal) => {
-                tracing::error!(%name, %refusal, "a stored name does not pass the rules; ignoring it");
-                Ok(None)
-            }
-        }
+        self.sessions.set_username(sid, &name).await?;
+        Ok(Some(name))
+    }
+
+    /// What a chatroom client that just connected is sent, in order: its backlog (after
+    /// the position it presents), who is online as of the backlog's end, a welcome if it
+    /// is new, and its name. The name the user already has (`current`: another tab, or
+    /// back within its grace period) wins over the one the client presents.
+    pub async fn join(
+        &self,
+        after: Option<&Presented<Position>>,
+        presented: Option<String>,
+        current: Option<Username>,
+    ) -> Join {
+        let (kind, backlog, resumed_after, backlog_error) = match self.backlog(after).await {
+            Ok((kind, backlog, resumed_after)) => (kind, backlog, resumed_after, None),
+            // The client is told it may have missed events, rather than left guessing.
+            Err(err) => (BacklogKind::Reset, Vec::new(), None, Some(err)),
+        };
+        // Read after the backlog, so the list reflects every event the backlog holds.
+        let online = self.online().await;
+        let name = match (current, presented) {
+            (Some(current), _) => JoinName::Keep(current),
+            (None, Some(presented)) => JoinName::Claim(presented),
+            (None, None) => JoinName::None,
+        };
+        Join { kind, backlog, resumed_after, backlog_error, online, welcome: after.is_none(), name }
     }
 
     /// Checks a requested username (`raw` is the event's first argument) and gives it to
     /// `user` unless another online user has it; the join or rename is announced.
-    pub async fn set_username(&self, sid: &str, user: &UserId, raw: Option<&Value>) -> Result<Username, Refusal> {
+    pub async fn set_username(&self, sid: &SessionId, user: &UserId, raw: Option<&Value>) -> Result<Username, Refusal> {
         let name = Username::parse(text_of(raw).ok_or(Refusal::NameNotText)?)?;
         let unavailable = |err: BackendError| {
             tracing::error!(%sid, %err, "could not store a username");
             Refusal::NameUnavailable
         };
-        let claim = self.presence.claim(user, sid, name.as_str(), &folded(&name)).await.map_err(unavailable)?;
+        let claim = self.presence.claim(user, sid, &name).await.map_err(unavailable)?;
         if claim == Claim::Taken {
             return Err(Refusal::NameTaken { name: name.to_string() });
         }
-        self.sessions.set_username(sid, name.as_str()).await.map_err(unavailable)?;
+        self.sessions.set_username(sid, &name).await.map_err(unavailable)?;
         Ok(name)
     }
 
     /// The names online, and the position of the newest room event the list reflects.
-    pub async fn online(&self) -> Result<(Vec<String>, Position), BackendError> {
+    pub async fn online(&self) -> Result<PresenceList, BackendError> {
         self.presence.snapshot().await
     }
 
@@ -220,7 +234,7 @@ impl ChatService {
     /// Ends a session. When it was its user's last connection, the user leaves: at once
     /// for a connection-only user (legacy clients), after the grace period for a user
     /// with a client key. Retried for a while, so a short outage does not lose the leave.
-    pub async fn close_session(&self, sid: &str, user: &UserId) -> Result<(), BackendError> {
+    pub async fn close_session(&self, sid: &SessionId, user: &UserId) -> Result<(), BackendError> {
         let grace = if user.can_return() { self.grace } else { Duration::ZERO };
         let disconnect = || async {
             let _turn = self.session_ops.acquire().await;
@@ -239,16 +253,34 @@ impl ChatService {
     }
 }
 
-/// The form of a name that uniqueness compares: compatibility-normalized (NFKC), case
-/// folded, without invisible characters, so "Ann", "ANN", "ａｎｎ" and "an\u{200B}n" are one.
-pub fn folded(name: &Username) -> String {
-    let lower: String = name.as_str().nfkc().flat_map(char::to_lowercase).collect();
-    lower.nfkc().filter(|c| !is_invisible(*c)).collect()
+/// What a joining chatroom client is sent; see [`ChatService::join`].
+#[derive(Debug)]
+pub struct Join {
+    /// What its backlog is.
+    pub kind: BacklogKind,
+    /// The backlog's events, oldest first.
+    pub backlog: Vec<Delivered>,
+    /// The position it resumed after, when it resumed.
+    pub resumed_after: Option<Position>,
+    /// Why the backlog could not be read (it is then an empty `Reset`).
+    pub backlog_error: Option<BackendError>,
+    /// Who is online as of the backlog's end.
+    pub online: Result<PresenceList, BackendError>,
+    /// Whether it is greeted: a fresh join, not a resume.
+    pub welcome: bool,
+    /// Which name the connection takes.
+    pub name: JoinName,
 }
 
-/// Characters that print as nothing, which would make two names look the same.
-fn is_invisible(c: char) -> bool {
-    matches!(c, '\u{00AD}' | '\u{034F}' | '\u{180E}' | '\u{200B}'..='\u{200D}' | '\u{2060}'..='\u{2064}' | '\u{FEFF}')
+/// The name a joining connection takes.
+#[derive(Debug, PartialEq, Eq)]
+pub enum JoinName {
+    /// The one its user already has: confirm it.
+    Keep(Username),
+    /// The one the client presented: claim it, like a `set_username`.
+    Claim(String),
+    /// None yet.
+    None,
 }
 
 /// The string inside an event argument; anything else (number, object, nothing) is not text.
@@ -269,17 +301,21 @@ mod tests {
         chat.bus().read_after(after, 100).await.unwrap().into_iter().map(|d| d.event).collect()
     }
 
-    fn conn(sid: &str) -> UserId {
-        UserId::of_connection(sid)
+    fn sid(id: &str) -> SessionId {
+        SessionId::new(id)
+    }
+
+    fn conn(id: &str) -> UserId {
+        UserId::of_connection(&sid(id))
     }
 
     #[tokio::test]
     async fn a_named_user_posts_to_the_room() {
         let chat = service();
-        chat.open_session("s1", &conn("s1")).await.unwrap();
-        let name = chat.set_username("s1", &conn("s1"), Some(&json!(" ann "))).await.unwrap();
+        chat.open_session(&sid("s1"), &conn("s1")).await.unwrap();
+        let name = chat.set_username(&sid("s1"), &conn("s1"), Some(&json!(" ann "))).await.unwrap();
         assert_eq!(name.as_str(), "ann");
-        assert_eq!(chat.sessions().username("s1").await.unwrap().as_deref(), Some("ann"));
+        assert_eq!(chat.sessions().username(&sid("s1")).await.unwrap().as_deref(), Some("ann"));
         chat.post(Some(&name), Some(&json!("hi <b>"))).await.unwrap();
         assert_eq!(
             next_events(&chat, Position::default()).await,
@@ -303,15 +339,15 @@ mod tests {
         assert_eq!(kind, BacklogKind::History);
         assert_eq!(history.iter().map(|d| d.position).collect::<Vec<_>>(), positions[2..]);
 
-        let after = positions[0].to_string();
+        let after = Presented::Valid(positions[0]);
         let (kind, missed, resumed_after) = chat.backlog(Some(&after)).await.unwrap();
         assert_eq!(kind, BacklogKind::Resume);
         assert_eq!(missed.iter().map(|d| d.position).collect::<Vec<_>>(), positions[1..]);
         assert_eq!(resumed_after, Some(positions[0]));
 
-        let newest = positions[3].to_string();
+        let newest = Presented::Valid(positions[3]);
         assert_eq!(chat.backlog(Some(&newest)).await.unwrap().1, []);
-        let (kind, lines, _) = chat.backlog(Some("not-a-position")).await.unwrap();
+        let (kind, lines, _) = chat.backlog(Some(&Presented::Invalid("not-a-position".into()))).await.unwrap();
         assert_eq!((kind, lines.len()), (BacklogKind::Reset, 2));
     }
 
@@ -323,7 +359,7 @@ mod tests {
         for n in 1..6 {
             chat.post(Some(&name), Some(&json!(n.to_string()))).await.unwrap();
         }
-        let (kind, lines, resumed_after) = chat.backlog(Some(&first.to_string())).await.unwrap();
+        let (kind, lines, resumed_after) = chat.backlog(Some(&Presented::Valid(first))).await.unwrap();
         assert_eq!((kind, lines.len(), resumed_after), (BacklogKind::Reset, 3, None));
     }
 
@@ -336,7 +372,7 @@ mod tests {
     #[tokio::test]
     async fn bad_payloads_are_refused_not_published() {
         let chat = service();
-        chat.open_session("s1", &conn("s1")).await.unwrap();
+        chat.open_session(&sid("s1"), &conn("s1")).await.unwrap();
         let name = Username::parse("ann").unwrap();
         for (raw, refusal) in [
             (None, Refusal::MessageNotText),
@@ -353,56 +389,88 @@ mod tests {
             (Some(json!("")), Refusal::EmptyName),
             (Some(json!("a\u{7}")), Refusal::NameHasControlChars),
         ] {
-            assert_eq!(chat.set_username("s1", &conn("s1"), raw.as_ref()).await, Err(refusal));
+            assert_eq!(chat.set_username(&sid("s1"), &conn("s1"), raw.as_ref()).await, Err(refusal));
         }
         assert_eq!(chat.bus().tail().await.unwrap(), Position::default());
-        assert_eq!(chat.sessions().username("s1").await.unwrap().as_deref(), Some(""));
+        assert_eq!(chat.sessions().username(&sid("s1")).await.unwrap().as_deref(), Some(""));
     }
 
     #[tokio::test]
     async fn closing_announces_named_users_only_and_removes_the_session() {
         let chat = service();
-        chat.open_session("anon", &conn("anon")).await.unwrap();
-        chat.close_session("anon", &conn("anon")).await.unwrap();
+        chat.open_session(&sid("anon"), &conn("anon")).await.unwrap();
+        chat.close_session(&sid("anon"), &conn("anon")).await.unwrap();
         assert_eq!(chat.bus().tail().await.unwrap(), Position::default());
 
-        chat.open_session("s1", &conn("s1")).await.unwrap();
-        chat.set_username("s1", &conn("s1"), Some(&json!("ann"))).await.unwrap();
+        chat.open_session(&sid("s1"), &conn("s1")).await.unwrap();
+        chat.set_username(&sid("s1"), &conn("s1"), Some(&json!("ann"))).await.unwrap();
         let after_join = chat.bus().tail().await.unwrap();
-        chat.close_session("s1", &conn("s1")).await.unwrap();
+        chat.close_session(&sid("s1"), &conn("s1")).await.unwrap();
         assert_eq!(next_events(&chat, after_join).await, [RoomEvent::Left { author: "ann".into() }]);
-        assert_eq!(chat.sessions().username("s1").await.unwrap(), None);
+        assert_eq!(chat.sessions().username(&sid("s1")).await.unwrap(), None);
     }
 
     #[tokio::test]
     async fn a_name_in_use_is_refused_whatever_its_case_width_or_invisible_characters() {
         let chat = service();
-        chat.set_username("s1", &conn("s1"), Some(&json!("Zoë"))).await.unwrap();
+        chat.set_username(&sid("s1"), &conn("s1"), Some(&json!("Zoë"))).await.unwrap();
         // "Zoë" with a combining diaeresis, in capitals, in full width, with a zero-width space.
         for taken in ["zoe\u{308}", " ZOË ", "Ｚｏë", "Zo\u{200B}ë"] {
             assert_eq!(
-                chat.set_username("s2", &conn("s2"), Some(&json!(taken))).await,
+                chat.set_username(&sid("s2"), &conn("s2"), Some(&json!(taken))).await,
                 Err(Refusal::NameTaken { name: taken.trim().to_owned() }),
                 "{taken:?}"
             );
         }
-        assert_eq!(chat.sessions().username("s2").await.unwrap(), None, "a refused name is not stored");
+        assert_eq!(chat.sessions().username(&sid("s2")).await.unwrap(), None, "a refused name is not stored");
         // Its owner may change its case; another user may have a different name.
-        assert!(chat.set_username("s1", &conn("s1"), Some(&json!("ZOË"))).await.is_ok());
-        assert!(chat.set_username("s2", &conn("s2"), Some(&json!("Zoe"))).await.is_ok());
+        assert!(chat.set_username(&sid("s1"), &conn("s1"), Some(&json!("ZOË"))).await.is_ok());
+        assert!(chat.set_username(&sid("s2"), &conn("s2"), Some(&json!("Zoe"))).await.is_ok());
     }
 
     #[tokio::test]
     async fn a_user_with_a_key_keeps_its_name_on_a_new_connection() {
         let chat = service().with_grace(Duration::from_secs(60));
-        let ann = UserId::from_key("0123456789abcdef");
-        assert_eq!(chat.open_session("s1", &ann).await.unwrap(), None);
-        chat.set_username("s1", &ann, Some(&json!("ann"))).await.unwrap();
-        chat.close_session("s1", &ann).await.unwrap();
-        let back = chat.open_session("s2", &ann).await.unwrap();
+        let ann = UserId::from_key(&"0123456789abcdef".parse().unwrap());
+        assert_eq!(chat.open_session(&sid("s1"), &ann).await.unwrap(), None);
+        chat.set_username(&sid("s1"), &ann, Some(&json!("ann"))).await.unwrap();
+        chat.close_session(&sid("s1"), &ann).await.unwrap();
+        let back = chat.open_session(&sid("s2"), &ann).await.unwrap();
         assert_eq!(back.as_ref().map(Username::as_str), Some("ann"));
-        assert_eq!(chat.sessions().username("s2").await.unwrap().as_deref(), Some("ann"));
-        assert_eq!(chat.online().await.unwrap().0, ["ann"]);
+        assert_eq!(chat.sessions().username(&sid("s2")).await.unwrap().as_deref(), Some("ann"));
+        assert_eq!(chat.online().await.unwrap().users, ["ann"]);
         assert_eq!(next_events(&chat, Position::default()).await, [RoomEvent::Joined { author: "ann".into() }]);
+    }
+
+    #[tokio::test]
+    async fn a_fresh_join_gets_history_presence_and_a_welcome() {
+        let chat = service();
+        chat.set_username(&sid("s1"), &conn("s1"), Some(&json!("ann"))).await.unwrap();
+        let join = chat.join(None, None, None).await;
+        assert_eq!((join.kind, join.backlog.len(), join.welcome), (BacklogKind::History, 1, true));
+        let online = join.online.unwrap();
+        assert_eq!(online.users, ["ann"]);
+        assert_eq!(Some(online.at), join.backlog.last().map(|d| d.position), "the list reflects the backlog");
+        assert_eq!(join.name, JoinName::None);
+        assert!(join.backlog_error.is_none());
+    }
+
+    #[tokio::test]
+    async fn a_resume_is_not_greeted_and_the_name_the_user_has_wins() {
+        let chat = service();
+        let ann = Username::parse("ann").unwrap();
+        let first = chat.post(Some(&ann), Some(&json!("1"))).await.unwrap();
+        chat.post(Some(&ann), Some(&json!("2"))).await.unwrap();
+        let after = Presented::Valid(first);
+        let join = chat.join(Some(&after), Some("bob".into()), Some(ann.clone())).await;
+        assert_eq!((join.kind, join.backlog.len(), join.welcome), (BacklogKind::Resume, 1, false));
+        assert_eq!(join.resumed_after, Some(first));
+        assert_eq!(join.name, JoinName::Keep(ann));
+        // Without a name of its own, the one it presents is claimed.
+        let join = chat.join(Some(&after), Some("bob".into()), None).await;
+        assert_eq!(join.name, JoinName::Claim("bob".into()));
+        // A position that is not one: told it missed events, not greeted as new.
+        let join = chat.join(Some(&Presented::Invalid("x".into())), None, None).await;
+        assert_eq!((join.kind, join.welcome), (BacklogKind::Reset, false));
     }
 }

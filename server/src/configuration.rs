@@ -1,21 +1,83 @@
 //! The node's configuration: one typed struct from CLI flags and environment variables.
 
 use crate::telemetry::LogFormat;
-use app::validation::DEFAULT_MAX_MESSAGE_CHARS;
+use app::protocol::DEFAULT_MAX_MESSAGE_CHARS;
 use std::net::SocketAddr;
 use std::num::NonZeroU32;
 use std::path::PathBuf;
 use std::time::Duration;
 use thiserror::Error;
 
-/// Every setting of a node; `--help` lists them with their environment variables.
+/// Every setting of a node, in groups; `--help` lists them with their environment variables.
 #[derive(Debug, Clone, clap::Parser)]
 #[command(name = "chatroom", version, about = "A real-time chat room: web page and Socket.IO on one port.")]
 pub struct Settings {
+    /// Where the node listens.
+    #[command(flatten)]
+    pub listen: ListenSettings,
+
+    /// What one client may send and hold.
+    #[command(flatten)]
+    pub limits: LimitSettings,
+
+    /// The Redis that nodes share the room through.
+    #[command(flatten)]
+    pub redis: RedisSettings,
+
+    /// What the room keeps and shows, and how presence waits.
+    #[command(flatten)]
+    pub room: RoomSettings,
+
+    /// Heartbeats, drain and shutdown.
+    #[command(flatten)]
+    pub lifecycle: LifecycleSettings,
+
+    /// This node's name, shown to chatroom clients; defaults to HOST:PORT.
+    #[arg(long, env = "CHATROOM_NODE_NAME", value_parser = parse_node_name)]
+    pub node_name: Option<String>,
+
+    /// Folder holding the built site (`pkg/` and the public files); defaults to Leptos's
+    /// `LEPTOS_SITE_ROOT` or `target/site`, relative to the working directory.
+    #[arg(long, env = "CHATROOM_SITE_ROOT")]
+    pub site_root: Option<PathBuf>,
+
+    /// Log line format.
+    #[arg(long, env = "CHATROOM_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+/// Where the node listens.
+#[derive(Debug, Clone, clap::Args)]
+#[command(next_help_heading = "Listening")]
+pub struct ListenSettings {
     /// Address to listen on for the page, its assets and Socket.IO.
     #[arg(long, env = "CHATROOM_ADDR", default_value = "127.0.0.1:3000")]
     pub addr: SocketAddr,
 
+    /// Serve HTTPS and WSS with this PEM certificate chain (with --tls-key).
+    #[arg(long, env = "CHATROOM_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// The PEM private key of --tls-cert.
+    #[arg(long, env = "CHATROOM_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+
+    /// Serve `/metrics` on this address only (for example 127.0.0.1:9100); without it,
+    /// on the main address.
+    #[arg(long, env = "CHATROOM_METRICS_ADDR")]
+    pub metrics_addr: Option<SocketAddr>,
+
+    /// Browser origins allowed besides the node's own, comma-separated
+    /// (`https://chat.example.com,https://app.example.com`); without any, loopback origins
+    /// (development) are. Requests from other origins are refused.
+    #[arg(long, env = "CHATROOM_ALLOWED_ORIGINS", value_delimiter = ',')]
+    pub allowed_origins: Vec<crate::security::Origin>,
+}
+
+/// What one client may send and hold.
+#[derive(Debug, Clone, clap::Args)]
+#[command(next_help_heading = "Limits")]
+pub struct LimitSettings {
     /// Longest accepted chat message, in characters.
     #[arg(long, env = "CHATROOM_MAX_MESSAGE_CHARS", default_value_t = DEFAULT_MAX_MESSAGE_CHARS as u32,
           value_parser = clap::value_parser!(u32).range(1..=100_000))]
@@ -25,16 +87,6 @@ pub struct Settings {
     #[arg(long, env = "CHATROOM_MAX_PAYLOAD_BYTES", default_value_t = 100_000,
           value_parser = clap::value_parser!(u64).range(1_024..=16_000_000))]
     pub max_payload_bytes: u64,
-
-    /// Seconds between heartbeats; keep it well below the load balancer's idle timeout (60 s on most clouds).
-    #[arg(long, env = "CHATROOM_PING_INTERVAL_SECS", default_value_t = 25,
-          value_parser = clap::value_parser!(u64).range(1..=50))]
-    pub ping_interval_secs: u64,
-
-    /// Seconds a client has to answer a heartbeat before it is dropped.
-    #[arg(long, env = "CHATROOM_PING_TIMEOUT_SECS", default_value_t = 20,
-          value_parser = clap::value_parser!(u64).range(1..=60))]
-    pub ping_timeout_secs: u64,
 
     /// Messages that may wait to be written to one client; a client that falls further behind is disconnected.
     #[arg(long, env = "CHATROOM_CLIENT_QUEUE", default_value_t = 1_024,
@@ -66,30 +118,12 @@ pub struct Settings {
     #[arg(long, env = "CHATROOM_MAX_CONNECTIONS", default_value_t = 20_000,
           value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
     pub max_connections: u64,
+}
 
-    /// Browser origins allowed besides the node's own, comma-separated
-    /// (`https://chat.example.com,https://app.example.com`); without any, loopback origins
-    /// (development) are. Requests from other origins are refused.
-    #[arg(long, env = "CHATROOM_ALLOWED_ORIGINS", value_delimiter = ',')]
-    pub allowed_origins: Vec<crate::security::Origin>,
-
-    /// Serve `/metrics` on this address only (for example 127.0.0.1:9100); without it,
-    /// on the main address.
-    #[arg(long, env = "CHATROOM_METRICS_ADDR")]
-    pub metrics_addr: Option<SocketAddr>,
-
-    /// Bound in seconds on the drain after SIGTERM or Ctrl-C: the node exits by then even
-    /// if connections are still closing.
-    #[arg(long, env = "CHATROOM_SHUTDOWN_TIMEOUT_SECS", default_value_t = 30,
-          value_parser = clap::value_parser!(u64).range(0..=3_600))]
-    pub shutdown_timeout_secs: u64,
-
-    /// Seconds a draining node keeps its clients after turning not ready, so that a load
-    /// balancer checking `/readyz` stops sending it traffic first.
-    #[arg(long, env = "CHATROOM_DRAIN_DELAY_SECS", default_value_t = 0,
-          value_parser = clap::value_parser!(u64).range(0..=300))]
-    pub drain_delay_secs: u64,
-
+/// The Redis that nodes share the room through.
+#[derive(Debug, Clone, clap::Args)]
+#[command(next_help_heading = "Redis")]
+pub struct RedisSettings {
     /// Redis URL (`redis://`, `rediss://`, password in the URL): this node then shares the
     /// room with every node on the same Redis. Without it, one node with in-memory state.
     #[arg(long, env = "REDIS_URL")]
@@ -100,35 +134,16 @@ pub struct Settings {
     #[arg(long, env = "CHATROOM_REDIS_CA_CERT")]
     pub redis_ca_cert: Option<PathBuf>,
 
-    /// Serve HTTPS and WSS with this PEM certificate chain (with --tls-key).
-    #[arg(long, env = "CHATROOM_TLS_CERT")]
-    pub tls_cert: Option<PathBuf>,
-
-    /// The PEM private key of --tls-cert.
-    #[arg(long, env = "CHATROOM_TLS_KEY")]
-    pub tls_key: Option<PathBuf>,
-
-    /// This node's name, shown to chatroom clients; defaults to HOST:PORT.
-    #[arg(long, env = "CHATROOM_NODE_NAME", value_parser = parse_node_name)]
-    pub node_name: Option<String>,
-
     /// Seconds a session record lives in Redis without its node refreshing it.
     #[arg(long, env = "CHATROOM_SESSION_TTL_SECS", default_value_t = 60,
           value_parser = clap::value_parser!(u64).range(3..=3_600))]
     pub session_ttl_secs: u64,
+}
 
-    /// Seconds a chatroom user (a client key) whose connections all closed stays in the
-    /// room before its leave is announced: a reconnect or reload within it is silent.
-    #[arg(long, env = "CHATROOM_PRESENCE_GRACE_SECS", default_value_t = 10,
-          value_parser = clap::value_parser!(u64).range(0..=3_600))]
-    pub presence_grace_secs: u64,
-
-    /// Seconds a node may miss its presence beat (every second) before the other nodes
-    /// take it for dead and announce the leave of its users who did not come back elsewhere.
-    #[arg(long, env = "CHATROOM_NODE_TIMEOUT_SECS", default_value_t = 10,
-          value_parser = clap::value_parser!(u64).range(3..=600))]
-    pub node_timeout_secs: u64,
-
+/// What the room keeps and shows, and how presence waits.
+#[derive(Debug, Clone, clap::Args)]
+#[command(next_help_heading = "Room")]
+pub struct RoomSettings {
     /// Room events kept for clients that resume (in the Redis stream, approximately, or in memory).
     #[arg(long, env = "CHATROOM_STREAM_MAX_LEN", default_value_t = 10_000,
           value_parser = clap::value_parser!(u64).range(100..=10_000_000))]
@@ -144,14 +159,44 @@ pub struct Settings {
           value_parser = clap::value_parser!(u64).range(1..=31_536_000))]
     pub history_max_age_secs: u64,
 
-    /// Folder holding the built site (`pkg/` and the public files); defaults to Leptos's
-    /// `LEPTOS_SITE_ROOT` or `target/site`, relative to the working directory.
-    #[arg(long, env = "CHATROOM_SITE_ROOT")]
-    pub site_root: Option<PathBuf>,
+    /// Seconds a chatroom user (a client key) whose connections all closed stays in the
+    /// room before its leave is announced: a reconnect or reload within it is silent.
+    #[arg(long, env = "CHATROOM_PRESENCE_GRACE_SECS", default_value_t = 10,
+          value_parser = clap::value_parser!(u64).range(0..=3_600))]
+    pub presence_grace_secs: u64,
 
-    /// Log line format.
-    #[arg(long, env = "CHATROOM_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
-    pub log_format: LogFormat,
+    /// Seconds a node may miss its presence beat (every second) before the other nodes
+    /// take it for dead and announce the leave of its users who did not come back elsewhere.
+    #[arg(long, env = "CHATROOM_NODE_TIMEOUT_SECS", default_value_t = 10,
+          value_parser = clap::value_parser!(u64).range(3..=600))]
+    pub node_timeout_secs: u64,
+}
+
+/// Heartbeats, drain and shutdown.
+#[derive(Debug, Clone, clap::Args)]
+#[command(next_help_heading = "Lifecycle")]
+pub struct LifecycleSettings {
+    /// Seconds between heartbeats; keep it well below the load balancer's idle timeout (60 s on most clouds).
+    #[arg(long, env = "CHATROOM_PING_INTERVAL_SECS", default_value_t = 25,
+          value_parser = clap::value_parser!(u64).range(1..=50))]
+    pub ping_interval_secs: u64,
+
+    /// Seconds a client has to answer a heartbeat before it is dropped.
+    #[arg(long, env = "CHATROOM_PING_TIMEOUT_SECS", default_value_t = 20,
+          value_parser = clap::value_parser!(u64).range(1..=60))]
+    pub ping_timeout_secs: u64,
+
+    /// Bound in seconds on the drain after SIGTERM or Ctrl-C: the node exits by then even
+    /// if connections are still closing.
+    #[arg(long, env = "CHATROOM_SHUTDOWN_TIMEOUT_SECS", default_value_t = 30,
+          value_parser = clap::value_parser!(u64).range(0..=3_600))]
+    pub shutdown_timeout_secs: u64,
+
+    /// Seconds a draining node keeps its clients after turning not ready, so that a load
+    /// balancer checking `/readyz` stops sending it traffic first.
+    #[arg(long, env = "CHATROOM_DRAIN_DELAY_SECS", default_value_t = 0,
+          value_parser = clap::value_parser!(u64).range(0..=300))]
+    pub drain_delay_secs: u64,
 }
 
 /// A Redis URL; its password never appears when it is printed or logged.
@@ -233,7 +278,7 @@ impl Settings {
     /// Settings with every default, listening on `addr`.
     pub fn with_addr(addr: SocketAddr) -> Self {
         let mut settings = <Self as clap::Parser>::parse_from(["chatroom"]);
-        settings.addr = addr;
+        settings.listen.addr = addr;
         settings
     }
 
@@ -242,76 +287,86 @@ impl Settings {
         // A message just over the limit must reach the handler to get a clear refusal,
         // instead of having its connection closed by the Engine.IO payload limit.
         // Clients may send each character as a six-byte JSON escape (python-socketio does).
-        let needed = u64::from(self.max_message_chars) * 6 + FRAME_OVERHEAD_BYTES;
-        if self.max_payload_bytes < needed {
+        let needed = u64::from(self.limits.max_message_chars) * 6 + FRAME_OVERHEAD_BYTES;
+        if self.limits.max_payload_bytes < needed {
             return Err(ConfigError::PayloadTooSmallForMessages {
-                payload: self.max_payload_bytes,
-                chars: self.max_message_chars,
+                payload: self.limits.max_payload_bytes,
+                chars: self.limits.max_message_chars,
                 needed,
             });
         }
-        if self.stream_max_len < self.history_len {
+        if self.room.stream_max_len < self.room.history_len {
             return Err(ConfigError::StreamShorterThanHistory {
-                stream: self.stream_max_len,
-                history: self.history_len,
+                stream: self.room.stream_max_len,
+                history: self.room.history_len,
             });
         }
-        if self.tls_cert.is_some() != self.tls_key.is_some() {
+        if self.listen.tls_cert.is_some() != self.listen.tls_key.is_some() {
             return Err(ConfigError::TlsHalfConfigured);
         }
         Ok(())
     }
 
+    /// The longest accepted chat message, in characters.
+    pub fn max_message_chars(&self) -> usize {
+        usize::try_from(self.limits.max_message_chars).unwrap_or(usize::MAX)
+    }
+
+    /// How many room events the bus keeps.
+    pub fn stream_max_len(&self) -> usize {
+        usize::try_from(self.room.stream_max_len).unwrap_or(usize::MAX)
+    }
+
     /// The heartbeat interval.
     pub fn ping_interval(&self) -> Duration {
-        Duration::from_secs(self.ping_interval_secs)
+        Duration::from_secs(self.lifecycle.ping_interval_secs)
     }
 
     /// The heartbeat answer timeout.
     pub fn ping_timeout(&self) -> Duration {
-        Duration::from_secs(self.ping_timeout_secs)
+        Duration::from_secs(self.lifecycle.ping_timeout_secs)
     }
 
     /// What a joining client is shown.
     pub fn history(&self) -> crate::chat::HistoryLimits {
         crate::chat::HistoryLimits {
-            len: self.history_len as usize,
-            max_age: Duration::from_secs(self.history_max_age_secs),
+            len: usize::try_from(self.room.history_len).unwrap_or(usize::MAX),
+            max_age: Duration::from_secs(self.room.history_max_age_secs),
         }
     }
 
     /// How the room's presence waits for users and nodes.
-    pub fn presence(&self) -> crate::backend::redis_presence::PresenceTimings {
-        crate::backend::redis_presence::PresenceTimings {
-            grace: Duration::from_secs(self.presence_grace_secs),
-            node_timeout: Duration::from_secs(self.node_timeout_secs),
+    pub fn presence(&self) -> crate::backend::redis::PresenceTimings {
+        crate::backend::redis::PresenceTimings {
+            grace: Duration::from_secs(self.room.presence_grace_secs),
+            node_timeout: Duration::from_secs(self.room.node_timeout_secs),
         }
     }
 
     /// How long a session record outlives its last refresh.
     pub fn session_ttl(&self) -> Duration {
-        Duration::from_secs(self.session_ttl_secs)
+        Duration::from_secs(self.redis.session_ttl_secs)
     }
 
     /// The per-connection rate limits.
     pub fn rate_limits(&self) -> crate::limits::RateLimits {
         crate::limits::RateLimits::new(
-            self.message_rate,
-            self.message_burst,
-            self.renames_per_minute,
-            self.rename_burst,
-            self.flood_disconnect_after,
+            self.limits.message_rate,
+            self.limits.message_burst,
+            self.limits.renames_per_minute,
+            self.limits.rename_burst,
+            self.limits.flood_disconnect_after,
         )
     }
 
     /// How long a draining node keeps its clients before telling them to reconnect.
     pub fn drain_delay(&self) -> Duration {
-        Duration::from_secs(self.drain_delay_secs)
+        Duration::from_secs(self.lifecycle.drain_delay_secs)
     }
 
     /// The shutdown bound.
     pub fn shutdown_timeout(&self) -> Duration {
-        Duration::from_secs(self.shutdown_timeout_secs)
+        Duration::from_secs(self.lifecycle.shutdown_timeout_secs)
     }
 }
 
@@ -323,16 +378,16 @@ mod tests {
     #[test]
     fn defaults_are_valid() {
         let s = Settings::try_parse_from(["chatroom"]).unwrap();
-        assert_eq!(s.addr.to_string(), "127.0.0.1:3000");
-        assert_eq!(s.max_message_chars, 2000);
+        assert_eq!(s.listen.addr.to_string(), "127.0.0.1:3000");
+        assert_eq!(s.limits.max_message_chars, 2000);
         assert_eq!(s.validate(), Ok(()));
     }
 
     #[test]
     fn flags_set_values() {
         let s = Settings::try_parse_from(["chatroom", "--addr", "127.0.0.1:0", "--max-message-chars", "10"]).unwrap();
-        assert_eq!(s.addr.port(), 0);
-        assert_eq!(s.max_message_chars, 10);
+        assert_eq!(s.listen.addr.port(), 0);
+        assert_eq!(s.limits.max_message_chars, 10);
     }
 
     #[test]
@@ -356,7 +411,7 @@ mod tests {
     #[test]
     fn redis_urls_are_checked_and_never_print_their_password() {
         let s = Settings::try_parse_from(["chatroom", "--redis-url", "redis://:s3cret@127.0.0.1:6379/0"]).unwrap();
-        let url = s.redis_url.as_ref().unwrap();
+        let url = s.redis.redis_url.as_ref().unwrap();
         assert_eq!(url.expose(), "redis://:s3cret@127.0.0.1:6379/0");
         assert_eq!(url.to_string(), "redis://:***@127.0.0.1:6379/0");
         assert!(!format!("{s:?}").contains("s3cret"));

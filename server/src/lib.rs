@@ -3,10 +3,12 @@
 
 pub mod backend;
 pub mod chat;
+pub mod clock;
 pub mod configuration;
 pub mod health;
 pub mod limits;
 pub mod metrics;
+pub mod names;
 pub mod realtime;
 pub mod request_head;
 pub mod security;

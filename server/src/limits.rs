@@ -1,7 +1,7 @@
 //! Per-connection rate limits: token buckets on chat lines and on renames, and the flood
 //! rule that disconnects a client which keeps sending while refused.
 
-use app::validation::Refusal;
+use app::protocol::Refusal;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};

@@ -2,8 +2,7 @@
 //! delivery task, and a bounded graceful shutdown.
 
 use crate::backend::BackendError;
-use crate::backend::redis::{RedisBus, RedisSessions};
-use crate::backend::redis_presence::RedisPresence;
+use crate::backend::redis::{RedisBus, RedisPresence, RedisSessions};
 use crate::chat::{Backends, ChatService};
 use crate::configuration::RedisUrl;
 use crate::configuration::Settings;
@@ -40,7 +39,7 @@ const SITE_NAME: &str = "chatroom";
 #[derive(Debug, Error)]
 pub enum StartupError {
     #[error("cannot read the Leptos site settings: {0}")]
-    Site(String),
+    Site(#[from] leptos::config::errors::LeptosConfigError),
     #[error("cannot listen on {addr}: {source}")]
     Bind { addr: SocketAddr, source: std::io::Error },
     #[error("cannot use Redis at {url}: {source}")]
@@ -84,10 +83,10 @@ impl Application {
     /// Binds the listener and assembles the node from its settings.
     pub async fn build(settings: Settings) -> Result<Self, StartupError> {
         let site = site_options(&settings)?;
-        let bind_error = |source| StartupError::Bind { addr: settings.addr, source };
-        let listener = listen(settings.addr).map_err(bind_error)?;
+        let bind_error = |source| StartupError::Bind { addr: settings.listen.addr, source };
+        let listener = listen(settings.listen.addr).map_err(bind_error)?;
         let addr = listener.local_addr().map_err(bind_error)?;
-        let listener = match (&settings.tls_cert, &settings.tls_key) {
+        let listener = match (&settings.listen.tls_cert, &settings.listen.tls_key) {
             (Some(cert), Some(key)) => {
                 NodeListener::tls(listener, tls::server_config(cert, key)?).map_err(bind_error)?
             }
@@ -100,10 +99,10 @@ impl Application {
 
         let mut background = Vec::new();
         let chat = Arc::new(
-            match &settings.redis_url {
+            match &settings.redis.redis_url {
                 None => {
                     tracing::info!(node = %node_name, "single node with in-memory state");
-                    ChatService::in_memory(settings.max_message_chars as usize, settings.stream_max_len as usize)
+                    ChatService::in_memory(settings.max_message_chars(), settings.stream_max_len())
                 }
                 Some(url) => {
                     let (chat, keep_alive) = cluster_chat(&settings, url, &node_name).await?;
@@ -119,16 +118,18 @@ impl Application {
         let (socket_layer, io) = SocketIo::builder()
             .ping_interval(settings.ping_interval())
             .ping_timeout(settings.ping_timeout())
-            .max_payload(settings.max_payload_bytes)
-            .ws_max_message_size(settings.max_payload_bytes as usize)
-            .max_buffer_size(settings.client_queue as usize)
+            .max_payload(settings.limits.max_payload_bytes)
+            .ws_max_message_size(usize::try_from(settings.limits.max_payload_bytes).unwrap_or(usize::MAX))
+            .max_buffer_size(usize::try_from(settings.limits.client_queue).unwrap_or(usize::MAX))
             .ws_read_buffer_size(WS_READ_BUFFER_BYTES)
             .build_layer();
         let metrics = Arc::new(Metrics::default());
         background.push(tokio::spawn(chat.clone().sweep_presence(metrics.clone())));
         let realtime = Realtime::new(chat.clone(), &node_name, metrics.clone(), settings.rate_limits());
-        let health = Health::new(&node_name, chat.clone())
-            .with_capacity(realtime.connection_count(), settings.max_connections as usize);
+        let health = Health::new(&node_name, chat.clone()).with_capacity(
+            realtime.connection_count(),
+            usize::try_from(settings.limits.max_connections).unwrap_or(usize::MAX),
+        );
         realtime.register(&io);
         background.push(tokio::spawn(realtime.clone().deliver_room_events()));
 
@@ -150,7 +151,7 @@ impl Application {
             .layer(axum::middleware::from_fn_with_state(health.clone(), health::gate_connections))
             .merge(health::routes(health.clone()));
         // Metrics on their own address when one is given (kept off the public port).
-        let router = match settings.metrics_addr {
+        let router = match settings.listen.metrics_addr {
             None => router.merge(metrics::routes(metrics)),
             Some(addr) => {
                 let bind_error = |source| StartupError::Bind { addr, source };
@@ -166,7 +167,7 @@ impl Application {
             }
         };
         // Outermost: a foreign origin is refused before anything else runs.
-        let allowed = Arc::new(AllowedOrigins::new(settings.allowed_origins.clone()));
+        let allowed = Arc::new(AllowedOrigins::new(settings.listen.allowed_origins.clone()));
         let router = router
             .layer(axum::middleware::from_fn(security::security_headers))
             .layer(axum::middleware::from_fn_with_state(allowed, security::check_origin));
@@ -269,7 +270,7 @@ async fn cluster_chat(
     node_name: &str,
 ) -> Result<(ChatService, JoinHandle<()>), StartupError> {
     let redis_error = |source| StartupError::Redis { url: url.clone(), source };
-    let client = match &settings.redis_ca_cert {
+    let client = match &settings.redis.redis_ca_cert {
         None => redis::Client::open(url.expose()),
         Some(path) => {
             let pem = std::fs::read(path)
@@ -278,18 +279,18 @@ async fn cluster_chat(
             redis::Client::build_with_tls(url.expose(), certs)
         }
     }
-    .map_err(|err| redis_error(BackendError::Unavailable(err.to_string())))?;
-    let bus = RedisBus::connect(&client, settings.stream_max_len as usize).await.map_err(redis_error)?;
+    .map_err(|err| redis_error(BackendError::from(err)))?;
+    let bus = RedisBus::connect(&client, settings.stream_max_len()).await.map_err(redis_error)?;
     let sessions = Arc::new(RedisSessions::connect(&client, settings.session_ttl()).await.map_err(redis_error)?);
     let keep_alive = tokio::spawn({
         let sessions = sessions.clone();
         async move { sessions.keep_alive().await }
     });
-    let presence = RedisPresence::connect(&client, node_name, settings.stream_max_len as usize, settings.presence())
+    let presence = RedisPresence::connect(&client, node_name, settings.stream_max_len(), settings.presence())
         .await
         .map_err(redis_error)?;
     let backends = Backends { sessions, bus: Arc::new(bus), presence: Arc::new(presence) };
-    Ok((ChatService::new(backends, settings.max_message_chars as usize), keep_alive))
+    Ok((ChatService::new(backends, settings.max_message_chars()), keep_alive))
 }
 
 /// Leptos's site settings (output name, site root) from cargo-leptos's environment, with
@@ -300,11 +301,11 @@ fn site_options(settings: &Settings) -> Result<LeptosOptions, StartupError> {
     let built_by_cargo_leptos =
         option_env!("LEPTOS_OUTPUT_NAME").is_some() || std::env::var_os("LEPTOS_OUTPUT_NAME").is_some();
     let mut options = if built_by_cargo_leptos {
-        get_configuration(None).map_err(|err| StartupError::Site(err.to_string()))?.leptos_options
+        get_configuration(None)?.leptos_options
     } else {
         LeptosOptions::builder().output_name(SITE_NAME).build()
     };
-    options.site_addr = settings.addr;
+    options.site_addr = settings.listen.addr;
     if let Some(root) = &settings.site_root {
         options.site_root = root.to_string_lossy().as_ref().into();
     }

@@ -34,7 +34,7 @@ pub enum TlsError {
 /// The rustls server configuration from a PEM certificate chain and a PEM private key.
 pub fn server_config(cert: &Path, key: &Path) -> Result<Arc<ServerConfig>, TlsError> {
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
-        .and_then(|certs| certs.collect::<Result<_, _>>())
+        .and_then(Iterator::collect::<Result<_, _>>)
         .map_err(|err| TlsError::Certificates { path: cert.display().to_string(), reason: err.to_string() })?;
     if certs.is_empty() {
         let path = cert.display().to_string();

@@ -1,13 +1,17 @@
-//! Where a node keeps what the room shares: the ordered bus of room events and the
-//! session records. In-memory for one node; the Redis backend implements the same traits.
+//! Where a node keeps what the room shares, behind three traits: the ordered bus of room
+//! events ([`EventBus`]), who is online ([`Presence`]) and the legacy session records
+//! ([`SessionStore`]). [`memory`] serves one node; [`redis`] lets many nodes share a room.
+//!
+//! Invariant of every implementation: a presence change and its announcement on the bus
+//! are one step, so the presence list and the room's events never disagree.
 
 pub mod memory;
 pub mod redis;
-pub mod redis_presence;
 
-use app::protocol::RoomEvent;
-pub use app::protocol::{BadPosition, Position};
+use app::protocol::{BadPosition, ClientKey, Position, PresenceList, RoomEvent, Username};
 use async_trait::async_trait;
+use std::fmt;
+use std::time::Duration;
 use thiserror::Error;
 
 /// A room event with the position the bus gave it.
@@ -22,19 +26,41 @@ pub struct Delivered {
     pub user: Option<UserId>,
 }
 
+/// One connection: its Socket.IO session id.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct SessionId(String);
+
+impl SessionId {
+    /// The session id socketioxide gave a connection.
+    pub fn new(sid: impl Into<String>) -> Self {
+        Self(sid.into())
+    }
+
+    /// The id as stored.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for SessionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
 /// Who a connection belongs to: the client key of a chatroom client (its tabs and
 /// reconnects are one user), or the connection itself for any other client.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct UserId(String);
 
 impl UserId {
-    /// The user of a client key that passed [`UserId::valid_key`].
-    pub fn from_key(key: &str) -> Self {
+    /// The user of a client key.
+    pub fn from_key(key: &ClientKey) -> Self {
         Self(format!("k:{key}"))
     }
 
     /// The user that is this connection alone.
-    pub fn of_connection(sid: &str) -> Self {
+    pub fn of_connection(sid: &SessionId) -> Self {
         Self(format!("c:{sid}"))
     }
 
@@ -48,11 +74,6 @@ impl UserId {
         self.0.starts_with("k:")
     }
 
-    /// Whether `key` can be a client key (see [`app::protocol::is_client_key`]).
-    pub fn valid_key(key: &str) -> bool {
-        app::protocol::is_client_key(key)
-    }
-
     /// The id as stored.
     pub fn as_str(&self) -> &str {
         &self.0
@@ -62,7 +83,7 @@ impl UserId {
 /// The outcome of a user asking for a name.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Claim {
-    /// Another online user has it (compared case-insensitively, normalized).
+    /// Another online user has it (compared by [`FoldedName`](crate::names::FoldedName)).
     Taken,
     /// The user already had exactly this name: nothing was announced.
     Unchanged,
@@ -79,18 +100,18 @@ pub enum Claim {
 pub trait Presence: Send + Sync {
     /// A connection of `user` opened; returns the name the user already has (another
     /// tab of it is online, or it came back within its grace period).
-    async fn connect(&self, user: &UserId, sid: &str) -> Result<Option<String>, BackendError>;
+    async fn connect(&self, user: &UserId, sid: &SessionId) -> Result<Option<Username>, BackendError>;
 
-    /// Gives `user` the name `name` (whose folded form is `folded`) unless another
-    /// online user has it; announces a join or a rename.
-    async fn claim(&self, user: &UserId, sid: &str, name: &str, folded: &str) -> Result<Claim, BackendError>;
+    /// Gives `user` the name `name` unless another online user has one with the same
+    /// [`FoldedName`](crate::names::FoldedName); announces a join or a rename.
+    async fn claim(&self, user: &UserId, sid: &SessionId, name: &Username) -> Result<Claim, BackendError>;
 
     /// A connection closed. When it was the user's last, the user leaves once `grace`
     /// has passed without a new connection (at once when `grace` is zero).
-    async fn disconnect(&self, user: &UserId, sid: &str, grace: std::time::Duration) -> Result<(), BackendError>;
+    async fn disconnect(&self, user: &UserId, sid: &SessionId, grace: Duration) -> Result<(), BackendError>;
 
     /// The names online, sorted, and the position of the newest room event they reflect.
-    async fn snapshot(&self) -> Result<(Vec<String>, Position), BackendError>;
+    async fn snapshot(&self) -> Result<PresenceList, BackendError>;
 
     /// Announces the leave of users whose grace period is over, and in a cluster of
     /// users of nodes that stopped beating; returns how many left.
@@ -100,10 +121,29 @@ pub trait Presence: Send + Sync {
 /// Why a backend call failed.
 #[derive(Debug, Error)]
 pub enum BackendError {
+    /// A reader asked for events the bus no longer keeps.
     #[error("the bus no longer holds events after {after}; the oldest it holds is {oldest}")]
-    Trimmed { after: Position, oldest: Position },
-    #[error("the backend is unavailable: {0}")]
-    Unavailable(String),
+    Trimmed {
+        /// The position the reader asked to read after.
+        after: Position,
+        /// The oldest position the bus still holds.
+        oldest: Position,
+    },
+    /// Redis did not answer, or refused the command.
+    #[error("Redis: {0}")]
+    Redis(#[from] ::redis::RedisError),
+    /// Redis answered, but not in the form the node wrote.
+    #[error("Redis answered something unexpected: {0}")]
+    UnexpectedReply(String),
+    /// Redis returned an id that is not a stream position.
+    #[error("Redis returned an id that is not a position: {0}")]
+    BadPosition(#[from] BadPosition),
+    /// A room event could not be written as JSON.
+    #[error("cannot encode a room event: {0}")]
+    Encode(#[from] serde_json::Error),
+    /// The in-memory bus is gone (the node is stopping).
+    #[error("the in-memory bus was dropped")]
+    Closed,
 }
 
 /// The room's one ordered bus: every node delivers what it reads here, in this order.
@@ -126,18 +166,18 @@ pub trait EventBus: Send + Sync {
     async fn read_after(&self, after: Position, max: usize) -> Result<Vec<Delivered>, BackendError>;
 }
 
-/// Session records, keyed by Socket.IO session id.
+/// Session records (the legacy contract's `session:{sid}` with its `username`).
 #[async_trait]
 pub trait SessionStore: Send + Sync {
     /// Records a new session with no username.
-    async fn create(&self, sid: &str) -> Result<(), BackendError>;
+    async fn create(&self, sid: &SessionId) -> Result<(), BackendError>;
 
     /// Stores the session's username.
-    async fn set_username(&self, sid: &str, name: &str) -> Result<(), BackendError>;
+    async fn set_username(&self, sid: &SessionId, name: &Username) -> Result<(), BackendError>;
 
     /// The session's username: `None` for no session, `Some("")` for a session without one.
-    async fn username(&self, sid: &str) -> Result<Option<String>, BackendError>;
+    async fn username(&self, sid: &SessionId) -> Result<Option<String>, BackendError>;
 
     /// Deletes the session.
-    async fn remove(&self, sid: &str) -> Result<(), BackendError>;
+    async fn remove(&self, sid: &SessionId) -> Result<(), BackendError>;
 }

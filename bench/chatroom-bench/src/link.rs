@@ -1,0 +1,107 @@
+//! One Socket.IO client connection over a WebSocket, with the app's codec.
+
+use anyhow::{Context, bail};
+use app::protocol::codec::encode_event;
+use app::protocol::session::{ClientSession, Step};
+use app::protocol::{ClientEvent, ServerEvent};
+use futures::{SinkExt, StreamExt};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+/// The Socket.IO WebSocket endpoint of a server's base URL.
+pub fn socket_url(base: &str) -> String {
+    let base = base.trim_end_matches('/');
+    let ws = base.replacen("https://", "wss://", 1).replacen("http://", "ws://", 1);
+    format!("{ws}/socket.io/?EIO=4&transport=websocket")
+}
+
+/// tungstenite's default read buffer is 128 KiB and it zeroes the free part before each
+/// read: with thousands of clients each reading one short line at a time, that was 60 %
+/// of the tool's CPU time (and so most of the latency it measured). Lines are short.
+fn ws_config() -> WebSocketConfig {
+    WebSocketConfig::default().read_buffer_size(4096)
+}
+
+/// What the server sent, as the load tool needs it.
+pub enum Incoming {
+    /// A `message` string.
+    Message(String),
+    /// Anything else (other events, heartbeats answered here).
+    Other,
+    /// The connection ended.
+    Closed(String),
+}
+
+/// A connected Socket.IO client.
+pub struct Link {
+    ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
+    session: ClientSession,
+}
+
+impl Link {
+    /// Opens the WebSocket and joins the default namespace.
+    pub async fn connect(base: &str) -> anyhow::Result<Self> {
+        let (ws, _) = tokio_tungstenite::connect_async_with_config(socket_url(base), Some(ws_config()), false)
+            .await
+            .context("WebSocket handshake")?;
+        Self::join(ws).await
+    }
+
+    /// Does the same over a TCP connection made by the caller (from a chosen source address).
+    pub async fn over(base: &str, stream: TcpStream) -> anyhow::Result<Self> {
+        let (ws, _) = tokio_tungstenite::client_async_with_config(
+            socket_url(base),
+            MaybeTlsStream::Plain(stream),
+            Some(ws_config()),
+        )
+        .await
+        .context("WebSocket handshake")?;
+        Self::join(ws).await
+    }
+
+    async fn join(ws: WebSocketStream<MaybeTlsStream<TcpStream>>) -> anyhow::Result<Self> {
+        let mut link = Self { ws, session: ClientSession::new() };
+        while !link.session.is_online() {
+            if let Incoming::Closed(reason) = link.next().await? {
+                bail!("closed before joining: {reason}");
+            }
+        }
+        Ok(link)
+    }
+
+    /// Emits an event.
+    pub async fn emit(&mut self, event: &ClientEvent) -> anyhow::Result<()> {
+        self.ws.send(Message::text(encode_event(event)?)).await.context("send")
+    }
+
+    /// The next thing from the server; heartbeats are answered on the way.
+    pub async fn next(&mut self) -> anyhow::Result<Incoming> {
+        loop {
+            let Some(frame) = self.ws.next().await else { return Ok(Incoming::Closed("end of stream".into())) };
+            let text = match frame.context("receive")? {
+                Message::Text(text) => text,
+                Message::Close(_) => return Ok(Incoming::Closed("close frame".into())),
+                _ => continue,
+            };
+            match self.session.on_frame(text.as_str())? {
+                Step::Reply(reply) => self.ws.send(Message::text(reply)).await.context("reply")?,
+                Step::Event(ServerEvent::Message(text)) => return Ok(Incoming::Message(text)),
+                Step::Closed(reason) => return Ok(Incoming::Closed(reason)),
+                Step::Online | Step::Event(_) | Step::Idle => return Ok(Incoming::Other),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn socket_urls_follow_the_scheme() {
+        assert_eq!(socket_url("http://127.0.0.1:3000/"), "ws://127.0.0.1:3000/socket.io/?EIO=4&transport=websocket");
+        assert_eq!(socket_url("https://localhost:1"), "wss://localhost:1/socket.io/?EIO=4&transport=websocket");
+    }
+}

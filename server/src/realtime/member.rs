@@ -1,0 +1,198 @@
+//! One connection of this node as delivery sees it: who it belongs to, the name it posts
+//! under, and where a chatroom client stands in the room's order.
+//!
+//! Invariant (the backlog/live seam): a chatroom client is sent every room event after
+//! its backlog exactly once and in order. While its backlog is read, live events for it
+//! are held; once the backlog is sent, the held ones it did not contain follow. Positions
+//! are totally ordered, so "did not contain" is "newer than the last one sent".
+
+use super::outbox::Outbox;
+use crate::backend::{Delivered, UserId};
+use crate::metrics::ClientLabels;
+use app::protocol::{
+    BACKLOG, Backlog, BacklogKind, LINE, MESSAGE, Notice, PRESENCE, Position, PresenceList, RoomEvent, RoomLine,
+    Username,
+};
+use parking_lot::Mutex;
+use std::sync::Arc;
+use tokio::sync::Notify;
+
+/// Where a chatroom client stands in the room's order.
+#[derive(Debug)]
+pub(super) struct Cursor {
+    /// The newest event it was sent.
+    last_sent: Position,
+    /// Live events held back while its backlog is read; `None` once it is live.
+    held: Option<Vec<Delivered>>,
+}
+
+impl Cursor {
+    /// A client whose backlog is still to be read: live events are held until then.
+    pub(super) fn joining() -> Self {
+        Self { last_sent: Position::default(), held: Some(Vec::new()) }
+    }
+
+    /// A live event for this client: held while its backlog is read, else whether to
+    /// send it now (not when it was sent already).
+    fn admit(&mut self, delivered: &Delivered) -> bool {
+        if let Some(held) = self.held.as_mut() {
+            held.push(delivered.clone());
+            return false;
+        }
+        self.advance(delivered.position)
+    }
+
+    /// Records that the event at `position` goes out, unless an event at or after it did.
+    fn advance(&mut self, position: Position) -> bool {
+        if position > self.last_sent {
+            self.last_sent = position;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// The backlog, ending at `last`, was sent: the client is live from here, and these
+    /// held events follow it.
+    fn went_live(&mut self, last: Position) -> Vec<Delivered> {
+        self.last_sent = last;
+        let held = self.held.take().unwrap_or_default();
+        held.into_iter().filter(|delivered| self.advance(delivered.position)).collect()
+    }
+}
+
+/// How a connection receives room events.
+#[derive(Debug)]
+pub(super) enum Feed {
+    /// `message` strings.
+    Legacy,
+    /// `backlog` then `line` events.
+    Structured(Mutex<Cursor>),
+}
+
+/// A connection of this node that receives room events.
+pub(super) struct Member {
+    /// Its way out.
+    pub(super) outbox: Outbox,
+    feed: Feed,
+    /// Who this connection belongs to.
+    pub(super) user: UserId,
+    /// The name it posts under. Delivery changes it too, when another connection of the
+    /// same user takes a name.
+    name: Mutex<Option<Username>>,
+    /// Tells its connection task that the connection is over.
+    pub(super) gone: Arc<Notify>,
+    /// How it is counted among the connected clients.
+    pub(super) labels: ClientLabels,
+}
+
+impl Member {
+    /// A connection of `user` that receives room events through `feed`.
+    pub(super) fn new(outbox: Outbox, feed: Feed, user: UserId, labels: ClientLabels) -> Self {
+        Self { outbox, feed, user, name: Mutex::new(None), gone: Arc::new(Notify::new()), labels }
+    }
+
+    /// The name it posts under.
+    pub(super) fn name(&self) -> Option<Username> {
+        self.name.lock().clone()
+    }
+
+    /// Sets the name; returns the one it had.
+    pub(super) fn set_name(&self, name: Option<Username>) -> Option<Username> {
+        std::mem::replace(&mut *self.name.lock(), name)
+    }
+
+    /// Writes one room event to this connection (`legacy` is its legacy string, if any).
+    pub(super) fn deliver(&self, delivered: &Delivered, legacy: Option<&str>, line: &RoomLine) {
+        match &self.feed {
+            Feed::Legacy => {
+                if let Some(text) = legacy {
+                    self.outbox.room_event(MESSAGE, text);
+                }
+            }
+            Feed::Structured(cursor) => {
+                {
+                    // Decided and sent under the lock, so a catch-up cannot interleave.
+                    let mut cursor = cursor.lock();
+                    if cursor.admit(delivered) {
+                        self.outbox.room_event(LINE, line);
+                    }
+                }
+                if delivered.user.as_ref() == Some(&self.user) {
+                    self.follow_name_change(&delivered.event);
+                }
+            }
+        }
+    }
+
+    /// Another connection of this user took a name: this one takes it too, and its client is told.
+    fn follow_name_change(&self, event: &RoomEvent) {
+        let (RoomEvent::Joined { author } | RoomEvent::Renamed { author, .. }) = event else { return };
+        let Ok(name) = Username::parse(author) else { return };
+        if self.name().as_ref() != Some(&name) {
+            self.set_name(Some(name.clone()));
+            self.outbox.reply(&Notice::name_set(&name));
+        }
+    }
+
+    /// Sends the backlog and who is online, then the live events held meanwhile that the
+    /// backlog did not contain.
+    pub(super) fn catch_up(
+        &self,
+        kind: BacklogKind,
+        backlog: &[Delivered],
+        resumed_after: Option<Position>,
+        online: Option<&PresenceList>,
+    ) {
+        let Feed::Structured(cursor) = &self.feed else { return };
+        let mut cursor = cursor.lock();
+        let last = backlog.last().map(|d| d.position).or(resumed_after).unwrap_or_default();
+        let lines = backlog.iter().map(room_line).collect();
+        self.outbox.room_event(BACKLOG, &Backlog { kind, lines });
+        if let Some(online) = online {
+            self.outbox.room_event(PRESENCE, online);
+        }
+        for delivered in cursor.went_live(last) {
+            self.outbox.room_event(LINE, &room_line(&delivered));
+        }
+    }
+}
+
+/// A room event as a chatroom client receives it.
+pub(super) fn room_line(delivered: &Delivered) -> RoomLine {
+    RoomLine { pos: delivered.position, ts: delivered.position.ms, event: delivered.event.clone() }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(ms: u64) -> Delivered {
+        Delivered { position: Position { ms, seq: 0 }, event: RoomEvent::Left { author: ms.to_string() }, user: None }
+    }
+
+    fn positions(events: &[Delivered]) -> Vec<u64> {
+        events.iter().map(|d| d.position.ms).collect()
+    }
+
+    #[test]
+    fn live_events_wait_for_the_backlog_and_none_is_sent_twice_at_the_seam() {
+        let mut cursor = Cursor::joining();
+        // Delivered while the backlog (up to 3) is read: 2 and 3 are in it, 4 and 5 are not.
+        for ms in [2, 3, 4, 5] {
+            assert!(!cursor.admit(&at(ms)), "held while joining");
+        }
+        assert_eq!(positions(&cursor.went_live(Position { ms: 3, seq: 0 })), [4, 5]);
+        assert!(!cursor.admit(&at(5)), "already sent");
+        assert!(cursor.admit(&at(6)));
+        assert!(!cursor.admit(&at(6)));
+    }
+
+    #[test]
+    fn a_backlog_newer_than_what_was_held_swallows_it() {
+        let mut cursor = Cursor::joining();
+        cursor.admit(&at(1));
+        assert!(cursor.went_live(Position { ms: 9, seq: 0 }).is_empty());
+        assert!(cursor.admit(&at(10)));
+    }
+}

@@ -1,0 +1,97 @@
+//! The one way anything reaches a client: a room event, a reply to it alone, or a
+//! refusal. Each is counted; what a full queue means depends on what was lost.
+
+use crate::metrics::Metrics;
+use app::protocol::{HELLO, Hello, MESSAGE, NOTICE, Notice, Refusal};
+use serde::Serialize;
+use socketioxide::extract::SocketRef;
+use socketioxide::socket::Sid;
+use socketioxide::{SendError, SocketError};
+use std::sync::Arc;
+
+/// What a failed write means for the client.
+#[derive(Debug, Clone, Copy)]
+enum Loss {
+    /// A room event: skipping it would leave a silent hole in the client's chat, so a
+    /// client too slow to take it is disconnected (it then knows, and can come back).
+    Hole,
+    /// A reply to this client alone: if it cannot be written, the client is gone or
+    /// about to be.
+    Reply,
+}
+
+/// A connection's way out.
+#[derive(Clone)]
+pub(super) struct Outbox {
+    socket: SocketRef,
+    /// Whether the client speaks the structured protocol (else: legacy strings only).
+    structured: bool,
+    metrics: Arc<Metrics>,
+}
+
+impl Outbox {
+    /// The way out of `socket`.
+    pub(super) fn new(socket: SocketRef, structured: bool, metrics: Arc<Metrics>) -> Self {
+        Self { socket, structured, metrics }
+    }
+
+    /// The connection's Socket.IO id.
+    pub(super) fn id(&self) -> Sid {
+        self.socket.id
+    }
+
+    /// Whether the client speaks the structured protocol.
+    pub(super) fn is_structured(&self) -> bool {
+        self.structured
+    }
+
+    /// Writes a room event (a legacy string, a line, a backlog, a presence list).
+    pub(super) fn room_event<T: Serialize + ?Sized>(&self, event: &'static str, data: &T) {
+        self.emit(event, data, Loss::Hole);
+    }
+
+    /// Answers this client alone: its text for a legacy client, the notice for a chatroom client.
+    pub(super) fn reply(&self, notice: &Notice) {
+        if self.structured {
+            self.emit(NOTICE, notice, Loss::Reply);
+        } else {
+            self.emit(MESSAGE, notice.text(), Loss::Reply);
+        }
+    }
+
+    /// Tells a chatroom client which node serves it.
+    pub(super) fn hello(&self, hello: &Hello) {
+        self.emit(HELLO, hello, Loss::Reply);
+    }
+
+    /// Answers a refused input to its sender alone, and counts it.
+    pub(super) fn refuse(&self, refusal: &Refusal) {
+        self.metrics.refused(refusal.code());
+        self.reply(&Notice::Refused { text: refusal.to_string() });
+    }
+
+    /// Counts a client cut off for flooding.
+    pub(super) fn count_flood_disconnect(&self) {
+        self.metrics.refused("flood_disconnect");
+    }
+
+    /// Closes the connection.
+    pub(super) fn disconnect(&self) {
+        // Already closing when it fails: nothing left to do.
+        let _ = self.socket.clone().disconnect();
+    }
+
+    fn emit<T: Serialize + ?Sized>(&self, event: &'static str, data: &T, loss: Loss) {
+        let sid = self.socket.id;
+        match (self.socket.emit(event, data), loss) {
+            (Ok(()), _) => self.metrics.event_out(event),
+            (Err(SendError::Socket(SocketError::InternalChannelFull)), Loss::Hole) => {
+                tracing::warn!(%sid, "client too slow, its queue is full: disconnecting it");
+                self.disconnect();
+            }
+            (Err(SendError::Socket(SocketError::Closed)), Loss::Hole) => {}
+            (Err(err), Loss::Hole) => tracing::warn!(%sid, %err, event, "a room event was not written to a client"),
+            (Err(err), Loss::Reply) => tracing::debug!(%sid, %err, event, "reply not sent: the client is gone"),
+        }
+    }
+}

@@ -1,0 +1,174 @@
+//! The local cluster command (`scripts/cluster.sh`: Redis, two release nodes, nginx with
+//! `deploy/nginx/chatroom.conf`) and what clients see through the load balancer.
+
+use crate::support::{
+    Client, Kind, Transport, assert_exactly_once, free_port, free_port_range, lines_until, resumed_through,
+    workspace_root,
+};
+use serde_json::json;
+use std::collections::HashSet;
+use std::process::Stdio;
+use std::time::Duration;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+struct Cluster {
+    url: String,
+    port: u16,
+    child: Child,
+}
+
+impl Cluster {
+    async fn start() -> Cluster {
+        assert!(
+            workspace_root().join("target/release/server").exists(),
+            "scripts/cluster.sh runs the release build: run `cargo leptos build --release` first (scripts/test.sh does)"
+        );
+        // nginx on `port`, the nodes on the next two.
+        let port = free_port_range(3);
+        let redis_port = free_port();
+        let mut child = Command::new("bash")
+            .arg(workspace_root().join("scripts/cluster.sh"))
+            .args(["--no-build", "--nodes", "2", "--port", &port.to_string(), "--redis-port", &redis_port.to_string()])
+            .env_remove("REDIS_URL")
+            // Tests send bursts far above a person's pace.
+            .env("CHATROOM_MESSAGE_BURST", "1000000")
+            // Its own process group, so that a failing test can stop all it started.
+            .process_group(0)
+            .stdout(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("run scripts/cluster.sh");
+        let mut lines = BufReader::new(child.stdout.take().expect("piped")).lines();
+        let banner = tokio::time::timeout(Duration::from_secs(60), lines.next_line())
+            .await
+            .expect("the cluster starts within a minute")
+            .expect("read its output")
+            .expect("it prints the URL");
+        let url = format!("http://127.0.0.1:{port}");
+        assert!(banner.starts_with(&format!("chatroom cluster: {url}")), "{banner}");
+        Cluster { url, port, child }
+    }
+
+    /// The address of node `n` (1-based) without the load balancer.
+    fn node_url(&self, n: u16) -> String {
+        format!("http://127.0.0.1:{}", self.port + n)
+    }
+
+    /// Ends node `name` like a crash.
+    async fn kill9(&self, name: &str) {
+        let pid_file = workspace_root().join(format!("target/cluster-{}/{name}.pid", self.port));
+        let pid = std::fs::read_to_string(&pid_file).expect("the node's pid file");
+        let status = Command::new("kill").args(["-KILL", pid.trim()]).status().await.expect("kill");
+        assert!(status.success(), "kill -9 {name} failed");
+    }
+
+    /// SIGTERM, as Ctrl-C would: everything the command started must stop.
+    async fn stop(mut self) {
+        let pid = self.child.id().expect("running").to_string();
+        Command::new("kill").args(["-TERM", &pid]).status().await.expect("kill");
+        let status =
+            tokio::time::timeout(Duration::from_secs(20), self.child.wait()).await.expect("stops").expect("wait");
+        assert!(status.success(), "cluster.sh exited with {status}");
+        for port in [self.port, self.port + 1, self.port + 2] {
+            assert!(tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err(), "port {port} still open");
+        }
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        if let Some(pid) = self.child.id() {
+            let _ = std::process::Command::new("kill").args(["-TERM", "--", &format!("-{pid}")]).status();
+        }
+    }
+}
+
+async fn node_of(client: &mut Client) -> String {
+    let (event, args) = client.next_event().await;
+    assert_eq!(event, "hello");
+    args[0]["node"].as_str().expect("a node name").to_owned()
+}
+
+#[tokio::test]
+async fn nginx_spreads_websockets_pins_polling_and_carries_the_chat() {
+    let cluster = Cluster::start().await;
+
+    // WebSocket-only clients need no stickiness: they spread over both nodes.
+    let mut nodes = HashSet::new();
+    let mut ws_clients = Vec::new();
+    for _ in 0..4 {
+        let mut client = Client::connect_chatroom(&cluster.url, Transport::WebSocket).await;
+        nodes.insert(node_of(&mut client).await);
+        ws_clients.push(client);
+    }
+    assert_eq!(nodes, HashSet::from(["node-1".to_owned(), "node-2".to_owned()]));
+
+    // Polling clients are pinned to one node, so every request finds its session.
+    let mut polling_nodes = HashSet::new();
+    for _ in 0..3 {
+        let mut client = Client::connect_chatroom(&cluster.url, Transport::Polling).await;
+        polling_nodes.insert(node_of(&mut client).await);
+        client.close().await;
+    }
+    assert_eq!(polling_nodes.len(), 1, "polling clients went to several nodes: {polling_nodes:?}");
+
+    // The chat crosses nodes through the load balancer, for every transport.
+    let mut ann = Client::connect(Kind::Js, &cluster.url, Transport::WebSocket).await;
+    let mut others = vec![
+        Client::connect(Kind::Js, &cluster.url, Transport::WebSocket).await,
+        Client::connect(Kind::Python, &cluster.url, Transport::Polling).await,
+        Client::connect(Kind::Js, &cluster.url, Transport::Upgrade).await,
+    ];
+    ann.next_message().await;
+    for other in &mut others {
+        other.next_message().await;
+    }
+    ann.set_username("ann").await;
+    assert_eq!(ann.next_message().await, "Your username is set to ann");
+    ann.send("through nginx").await;
+    assert_eq!(ann.next_message().await, "ann: through nginx");
+    for other in &mut others {
+        assert_eq!(other.next_message().await, "ann: through nginx");
+    }
+    ann.close().await;
+    for other in &mut others {
+        assert_eq!(other.next_message().await, "ann left the chatroom.");
+    }
+    for client in others.into_iter().chain(ws_clients) {
+        client.close().await;
+    }
+    cluster.stop().await;
+}
+
+#[tokio::test]
+async fn a_client_resumes_through_nginx_on_the_other_node_after_its_node_is_killed() {
+    let cluster = Cluster::start().await;
+    let auth = json!({"v": 1, "key": "resumer-key-0123456789"});
+    let mut client = Client::connect_with_auth(&cluster.url, Transport::WebSocket, auth).await;
+    let doomed = node_of(&mut client).await;
+    // The sender sits on the node that survives, without the load balancer.
+    let survivor = if doomed == "node-1" { 2 } else { 1 };
+    let mut sender = Client::named(&cluster.node_url(survivor), "s").await;
+    for n in 0..10 {
+        sender.send(&n.to_string()).await;
+    }
+    let last_pos = lines_until(&mut client, "9").await.last().expect("lines").1.clone();
+
+    cluster.kill9(&doomed).await;
+    client.until_disconnected().await;
+    for n in 10..60 {
+        sender.send(&n.to_string()).await;
+    }
+    // Through nginx again: the dead node refuses the connection, nginx tries the other.
+    let auth = json!({"v": 1, "key": "resumer-key-0123456789", "after": last_pos});
+    let mut back = Client::connect_with_auth(&cluster.url, Transport::WebSocket, auth).await;
+    let got = resumed_through(&mut back, "59").await;
+    assert_exactly_once("resume through nginx after kill -9", &got, 10, 59);
+    for n in 60..70 {
+        sender.send(&n.to_string()).await;
+    }
+    let live = lines_until(&mut back, "69").await;
+    assert_exactly_once("live after the resume", &live, 60, 69);
+    cluster.stop().await;
+}

@@ -1,0 +1,24 @@
+//! The integration tests, one binary: real nodes (in this process, or the binary under
+//! test as a child process), real Redis and nginx processes, and the official JS and
+//! Python Socket.IO clients, all on loopback.
+//!
+//! - `contract`: the legacy event contract, client by client and transport by transport;
+//! - `resume`: history and gap-free resume of the structured protocol;
+//! - `presence`: who is online, grace periods, tabs of one user, unique names;
+//! - `cluster`: many nodes on one Redis, and Redis or a node failing;
+//! - `load_balancer`: nodes behind nginx;
+//! - `health`, `drain`, `limits`, `node`, `tls`: operating a node.
+#![allow(clippy::unwrap_used)] // a panic in a test is its failure report
+
+mod support;
+
+mod cluster;
+mod contract;
+mod drain;
+mod health;
+mod limits;
+mod load_balancer;
+mod node;
+mod presence;
+mod resume;
+mod tls;
