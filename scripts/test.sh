@@ -1,13 +1,20 @@
 #!/usr/bin/env bash
-# Runs every test: unit, integration (real node, official JS and Python Socket.IO
-# clients) and browser (Playwright in Chromium against the release build).
+# Runs every check and test: formatting and lints (native, and the browser code for
+# wasm32), unit and integration tests (real nodes, Redis and nginx, the official JS and
+# Python Socket.IO clients, the load tool's smoke runs) and browser tests (Playwright in
+# Chromium against the release build).
 source "$(dirname "$0")/setup.sh"
 start=$(date +%s)
 setup_tests
-build_release
 cd "$ROOT"
+say "formatting (cargo fmt --check)"
+cargo fmt --all --check
+say "lints (clippy on every crate and test, then the browser code for wasm32)"
+cargo clippy --workspace --all-targets -- -D warnings
+cargo clippy -p app -p frontend --target wasm32-unknown-unknown --features app/hydrate -- -D warnings
+build_release
 say "unit and integration tests (cargo test)"
-cargo test -p app -p server
+cargo test --workspace
 say "browser tests (Playwright, Chromium, release build)"
 (cd end2end && npx playwright test)
 say "all tests passed in $(( $(date +%s) - start )) s"
