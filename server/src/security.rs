@@ -20,26 +20,85 @@ use thiserror::Error;
 #[error("not an origin (expected SCHEME://HOST[:PORT], as http://localhost:3000): {0:?}")]
 pub struct BadOrigin(String);
 
-/// A browser origin, `scheme://host[:port]`, lower-cased.
+/// A browser origin: scheme, host (lower-cased; an IPv6 address in brackets) and port
+/// (the scheme's default when not written). Two origins are the same only when all
+/// three are.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Origin(String);
+pub struct Origin {
+    https: bool,
+    host: String,
+    port: u16,
+}
+
+impl Origin {
+    fn default_port(https: bool) -> u16 {
+        if https { 443 } else { 80 }
+    }
+
+    /// Whether its host is this machine: `localhost`, any 127.x.y.z address, or `[::1]`.
+    fn is_loopback(&self) -> bool {
+        self.host == "localhost"
+            || self.host == "[::1]"
+            || self.host.parse::<std::net::Ipv4Addr>().is_ok_and(|ip| ip.is_loopback())
+    }
+
+    /// Whether a request to `host` (its `Host` header) comes from this very origin. A
+    /// `Host` without a port (some proxies drop it) means the scheme's default port.
+    fn is_host(&self, host: &str) -> bool {
+        let Some((name, port)) = split_host_port(&host.to_ascii_lowercase()) else { return false };
+        name == self.host && port.unwrap_or(Self::default_port(self.https)) == self.port
+    }
+}
+
+/// `host[:port]` or `[v6][:port]`, into the host and the port if one is written.
+fn split_host_port(authority: &str) -> Option<(String, Option<u16>)> {
+    let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
+        let (address, rest) = v6.split_once(']')?;
+        address.parse::<std::net::Ipv6Addr>().ok()?;
+        let port = if rest.is_empty() { None } else { Some(rest.strip_prefix(':')?) };
+        (format!("[{address}]"), port)
+    } else {
+        let (host, port) = match authority.split_once(':') {
+            Some((host, port)) => (host, Some(port)),
+            None => (authority, None),
+        };
+        let plain = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '-');
+        if host.is_empty() || !host.chars().all(plain) {
+            return None;
+        }
+        (host.to_owned(), port)
+    };
+    let port = match port {
+        Some(port) => Some(port.parse().ok()?),
+        None => None,
+    };
+    Some((host, port))
+}
 
 impl std::str::FromStr for Origin {
     type Err = BadOrigin;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = || BadOrigin(s.to_owned());
         let origin = s.trim().trim_end_matches('/').to_ascii_lowercase();
-        let (scheme, rest) = origin.split_once("://").ok_or_else(|| BadOrigin(s.to_owned()))?;
-        let plain = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':' | '[' | ']');
-        if !matches!(scheme, "http" | "https") || rest.is_empty() || !rest.chars().all(plain) {
-            return Err(BadOrigin(s.to_owned()));
-        }
-        Ok(Self(origin))
+        let (scheme, authority) = origin.split_once("://").ok_or_else(bad)?;
+        let https = match scheme {
+            "https" => true,
+            "http" => false,
+            _ => return Err(bad()),
+        };
+        let (host, port) = split_host_port(authority).ok_or_else(bad)?;
+        Ok(Self { https, host, port: port.unwrap_or(Self::default_port(https)) })
     }
 }
 
 impl std::fmt::Display for Origin {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
+        let scheme = if self.https { "https" } else { "http" };
+        write!(f, "{scheme}://{}", self.host)?;
+        if self.port != Self::default_port(self.https) {
+            write!(f, ":{}", self.port)?;
+        }
+        Ok(())
     }
 }
 
@@ -56,30 +115,18 @@ impl AllowedOrigins {
         Self { listed }
     }
 
-    /// Whether a request to `host` (its `Host` header) may come from `origin`.
+    /// Whether a request to `host` (its `Host` header) may come from `origin` (its
+    /// `Origin` header): the same origin, a listed one, or without a list a loopback one.
     pub fn allows(&self, origin: &str, host: Option<&str>) -> bool {
-        let origin = origin.trim().to_ascii_lowercase();
-        let Some((_, authority)) = origin.split_once("://") else { return false };
-        if let Some(host) = host.map(str::to_ascii_lowercase) {
-            // Same origin; a Host without a port (some proxies drop it) matches on the name.
-            let origin_name = authority.rsplit_once(':').map_or(authority, |(name, _)| name);
-            if authority == host || (!host.contains(':') && origin_name == host) {
-                return true;
-            }
+        let Ok(origin) = origin.parse::<Origin>() else { return false };
+        if host.is_some_and(|host| origin.is_host(host)) {
+            return true;
         }
         if self.listed.is_empty() {
-            return is_loopback(authority);
+            return origin.is_loopback();
         }
-        self.listed.iter().any(|allowed| allowed.0 == origin)
+        self.listed.contains(&origin)
     }
-}
-
-fn is_loopback(authority: &str) -> bool {
-    let name = match authority.strip_prefix('[') {
-        Some(v6) => v6.split(']').next().unwrap_or_default(),
-        None => authority.split(':').next().unwrap_or_default(),
-    };
-    name == "localhost" || name == "::1" || name.starts_with("127.")
 }
 
 /// Refuses requests from origins that are not allowed; lets allowed cross-origin
@@ -146,9 +193,52 @@ mod tests {
     #[test]
     fn origins_parse_and_refuse_what_is_not_one() {
         assert_eq!("https://Chat.Example.com/".parse::<Origin>().unwrap().to_string(), "https://chat.example.com");
-        for bad in ["chat.example.com", "ftp://x", "https://", "https://a b", "https://x/path"] {
+        assert_eq!("http://localhost:80".parse::<Origin>().unwrap().to_string(), "http://localhost");
+        assert_eq!("https://[::1]:8443".parse::<Origin>().unwrap().to_string(), "https://[::1]:8443");
+        for bad in [
+            "chat.example.com",
+            "ftp://x",
+            "https://",
+            "https://a b",
+            "https://x/path",
+            "http://x:99999",
+            "http://[zz]",
+        ] {
             assert!(bad.parse::<Origin>().is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn loopback_is_a_loopback_host_not_a_name_that_looks_like_one() {
+        let allowed = AllowedOrigins::default();
+        for loopback in ["http://localhost:3000", "http://127.0.0.1:9", "http://127.9.8.7", "https://[::1]:8443"] {
+            assert!(allowed.allows(loopback, Some("chat.example.com")), "{loopback}");
+        }
+        for foreign in [
+            "http://127.evil.example",
+            "http://127.0.0.1.evil.example",
+            "http://localhost.evil.example",
+            "http://[::2]:3000",
+            "http://128.0.0.1",
+            "http://evil.example#@127.0.0.1",
+        ] {
+            assert!(!allowed.allows(foreign, Some("chat.example.com")), "{foreign}");
+        }
+    }
+
+    #[test]
+    fn scheme_host_and_port_are_compared_exactly() {
+        let allowed = AllowedOrigins::new(vec!["https://app.example".parse().unwrap()]);
+        assert!(allowed.allows("https://app.example:443", None), "the default port written out");
+        for other in
+            ["http://app.example", "https://app.example:8443", "https://app.example.evil", "https://www.app.example"]
+        {
+            assert!(!allowed.allows(other, None), "{other}");
+        }
+        // The node's own origin: the Host header's port, or the scheme's default without one.
+        assert!(allowed.allows("https://chat.example.com", Some("chat.example.com")));
+        assert!(!allowed.allows("http://chat.example.com:9999", Some("chat.example.com")));
+        assert!(allowed.allows("http://[::1]:3000", Some("[::1]:3000")));
     }
 
     #[test]

@@ -109,6 +109,9 @@ async fn a_foreign_origin_is_refused_and_allowed_ones_get_cors() {
     assert_eq!(handshakes_from(app.addr, Some(&own)).await, (101, 200), "same origin");
     assert_eq!(handshakes_from(app.addr, None).await, (101, 200), "no origin: not a browser");
     assert_eq!(handshakes_from(app.addr, Some("https://evil.example")).await, (403, 403));
+    // Loopback is a loopback host, not a name that starts like one.
+    assert_eq!(handshakes_from(app.addr, Some("http://127.evil.example")).await, (403, 403));
+    assert_eq!(handshakes_from(app.addr, Some("http://127.0.0.2:3000")).await, (101, 200));
     let (status, _, _) = http_get_with(&app.addr.to_string(), "/", &[("Origin", "https://evil.example")]).await;
     assert_eq!(status, 403, "the page too");
 
