@@ -16,8 +16,9 @@ use leptos::prelude::*;
 /// How many lines the page keeps; older ones scroll away for good.
 const MAX_LINES: usize = 500;
 
-/// Shown when a reconnect came too late to catch up on everything missed.
-pub const MISSED: &str = "You were away too long to catch up on everything: here is the recent history.";
+/// Shown when the server cannot continue the log from where it was (the page was away
+/// too long, or the chat lost messages): it starts over from the recent history.
+pub const MISSED: &str = "You may have missed messages: here is the recent history.";
 
 /// Shown when something is typed while there is no connection.
 pub const NOT_CONNECTED: &str = "Not connected: wait until the chat is online.";

@@ -4,6 +4,7 @@
 
 use crate::backend::memory::{MemoryBus, MemoryPresence, MemorySessions};
 use crate::backend::{BackendError, Claim, Delivered, EventBus, Presence, SessionId, SessionStore, UserId};
+use crate::backlog::{self, Backlog, HistoryLimits};
 use app::protocol::{BacklogKind, MessageText, Position, PresenceList, Presented, Refusal, RoomEvent, Username};
 use backon::{ConstantBuilder, Retryable};
 use serde_json::Value;
@@ -17,23 +18,9 @@ const SWEEP_EVERY: Duration = Duration::from_secs(1);
 /// A leave notice is retried every half second for up to 15 s.
 const LEAVE_RETRY: ConstantBuilder = ConstantBuilder::new().with_delay(Duration::from_millis(500)).with_max_times(30);
 
-/// How much of the room's past a joining client is shown.
-#[derive(Debug, Clone, Copy)]
-pub struct HistoryLimits {
-    /// At most this many events.
-    pub len: usize,
-    /// None older than this.
-    pub max_age: Duration,
-}
-
-impl Default for HistoryLimits {
-    fn default() -> Self {
-        Self { len: 500, max_age: Duration::from_secs(24 * 3600) }
-    }
-}
-
-/// Events read per page when a client resumes.
-const RESUME_PAGE: usize = 1_000;
+/// Backlog reads at once on one node, unless configured otherwise: the rest wait their
+/// turn, so that clients resuming together cannot make the node read (and hold) more.
+pub const DEFAULT_BACKLOG_READS: usize = 8;
 
 /// Session openings and closings in flight at once on one node. When thousands of
 /// connections come or go together (a node drains, clients reconnect after an outage),
@@ -52,6 +39,7 @@ pub struct ChatService {
     history: HistoryLimits,
     grace: Duration,
     session_ops: Arc<Semaphore>,
+    backlog_reads: Arc<Semaphore>,
 }
 
 /// The backends a [`ChatService`] runs on.
@@ -76,6 +64,7 @@ impl ChatService {
             history: HistoryLimits::default(),
             grace: Duration::from_secs(10),
             session_ops: Arc::new(Semaphore::new(SESSION_OPS_AT_ONCE)),
+            backlog_reads: Arc::new(Semaphore::new(DEFAULT_BACKLOG_READS)),
         }
     }
 
@@ -84,49 +73,25 @@ impl ChatService {
         Self { history, ..self }
     }
 
+    /// The same service reading at most `reads` backlogs at once.
+    pub fn with_backlog_reads(self, reads: usize) -> Self {
+        Self { backlog_reads: Arc::new(Semaphore::new(reads.max(1))), ..self }
+    }
+
     /// The same service keeping users whose connections all closed for `grace` before
     /// announcing their leave (they may come back on another connection meanwhile).
     pub fn with_grace(self, grace: Duration) -> Self {
         Self { grace, ..self }
     }
 
-    /// What a chatroom client gets on connecting: every event after the position it
-    /// presents (`Resume`), or the recent history when it presents none (`History`) or
-    /// one the room no longer holds events after (`Reset`). The position returned is the
-    /// one resumed after, when there was one.
-    pub async fn backlog(
-        &self,
-        after: Option<&Presented<Position>>,
-    ) -> Result<(BacklogKind, Vec<Delivered>, Option<Position>), BackendError> {
-        let after = match after {
-            None => return Ok((BacklogKind::History, self.history().await?, None)),
-            Some(Presented::Invalid(_)) => return Ok((BacklogKind::Reset, self.history().await?, None)),
-            Some(Presented::Valid(after)) => *after,
-        };
-        let mut missed: Vec<Delivered> = Vec::new();
-        loop {
-            let from = missed.last().map(|d| d.position).unwrap_or(after);
-            match self.bus.range_after(from, RESUME_PAGE).await {
-                Ok(page) => {
-                    let full = page.len() == RESUME_PAGE;
-                    missed.extend(page);
-                    if !full {
-                        return Ok((BacklogKind::Resume, missed, Some(after)));
-                    }
-                }
-                Err(BackendError::Trimmed { .. }) => return Ok((BacklogKind::Reset, self.history().await?, None)),
-                Err(err) => return Err(err),
-            }
-        }
-    }
-
-    /// The recent events within the history limits, oldest first.
-    async fn history(&self) -> Result<Vec<Delivered>, BackendError> {
-        let max_age_ms = u64::try_from(self.history.max_age.as_millis()).unwrap_or(u64::MAX);
-        let oldest_ms = crate::clock::now_ms().saturating_sub(max_age_ms);
-        let mut recent = self.bus.recent(self.history.len).await?;
-        recent.retain(|d| d.position.ms >= oldest_ms);
-        Ok(recent)
+    /// What a chatroom client gets on connecting (see [`backlog::read`]): every event
+    /// after the position it presents (`Resume`), or the recent history when it presents
+    /// none (`History`) or one the room cannot resume from (`Reset`). One of at most
+    /// `--max-backlog-reads` at once on this node.
+    pub async fn backlog(&self, after: Option<&Presented<Position>>) -> Result<Backlog, BackendError> {
+        // The semaphore is never closed.
+        let _turn = self.backlog_reads.acquire().await;
+        backlog::read(self.bus.as_ref(), after, self.history).await
     }
 
     /// A single-node service with in-memory state.
@@ -167,19 +132,40 @@ impl ChatService {
         presented: Option<String>,
         current: Option<Username>,
     ) -> Join {
-        let (kind, backlog, resumed_after, backlog_error) = match self.backlog(after).await {
-            Ok((kind, backlog, resumed_after)) => (kind, backlog, resumed_after, None),
-            // The client is told it may have missed events, rather than left guessing.
-            Err(err) => (BacklogKind::Reset, Vec::new(), None, Some(err)),
-        };
-        // Read after the backlog, so the list reflects every event the backlog holds.
-        let online = self.online().await;
         let name = match (current, presented) {
             (Some(current), _) => JoinName::Keep(current),
             (None, Some(presented)) => JoinName::Claim(presented),
             (None, None) => JoinName::None,
         };
-        Join { kind, backlog, resumed_after, backlog_error, online, welcome: after.is_none(), name }
+        let welcome = after.is_none();
+        self.catch_up(self.backlog(after).await, welcome, name).await
+    }
+
+    /// What a chatroom client that is already in the room is sent when it cannot be
+    /// continued (its node's bus started a new epoch, or it fell too far behind): the
+    /// recent history as a `reset`, and who is online.
+    pub async fn resync(&self) -> Join {
+        let invalid = Presented::Invalid(String::new());
+        self.catch_up(self.backlog(Some(&invalid)).await, false, JoinName::None).await
+    }
+
+    async fn catch_up(&self, backlog: Result<Backlog, BackendError>, welcome: bool, name: JoinName) -> Join {
+        let (backlog, backlog_error) = match backlog {
+            Ok(backlog) => (backlog, None),
+            // The client is told it may have missed events, rather than left guessing.
+            Err(err) => (Backlog { kind: BacklogKind::Reset, events: Vec::new(), resumed_after: None }, Some(err)),
+        };
+        // Read after the backlog, so the list reflects every event the backlog holds.
+        let online = self.online().await;
+        Join {
+            kind: backlog.kind,
+            backlog: backlog.events,
+            resumed_after: backlog.resumed_after,
+            backlog_error,
+            online,
+            welcome,
+            name,
+        }
     }
 
     /// Checks a requested username (`raw` is the event's first argument) and gives it to
@@ -335,19 +321,20 @@ mod tests {
         for n in 0..4 {
             positions.push(chat.post(Some(&name), Some(&json!(n.to_string()))).await.unwrap());
         }
-        let (kind, history, _) = chat.backlog(None).await.unwrap();
+        let Backlog { kind, events: history, .. } = chat.backlog(None).await.unwrap();
         assert_eq!(kind, BacklogKind::History);
         assert_eq!(history.iter().map(|d| d.position).collect::<Vec<_>>(), positions[2..]);
 
         let after = Presented::Valid(positions[0]);
-        let (kind, missed, resumed_after) = chat.backlog(Some(&after)).await.unwrap();
+        let Backlog { kind, events: missed, resumed_after } = chat.backlog(Some(&after)).await.unwrap();
         assert_eq!(kind, BacklogKind::Resume);
         assert_eq!(missed.iter().map(|d| d.position).collect::<Vec<_>>(), positions[1..]);
         assert_eq!(resumed_after, Some(positions[0]));
 
         let newest = Presented::Valid(positions[3]);
-        assert_eq!(chat.backlog(Some(&newest)).await.unwrap().1, []);
-        let (kind, lines, _) = chat.backlog(Some(&Presented::Invalid("not-a-position".into()))).await.unwrap();
+        assert_eq!(chat.backlog(Some(&newest)).await.unwrap().events, []);
+        let Backlog { kind, events: lines, .. } =
+            chat.backlog(Some(&Presented::Invalid("not-a-position".into()))).await.unwrap();
         assert_eq!((kind, lines.len()), (BacklogKind::Reset, 2));
     }
 
@@ -359,7 +346,8 @@ mod tests {
         for n in 1..6 {
             chat.post(Some(&name), Some(&json!(n.to_string()))).await.unwrap();
         }
-        let (kind, lines, resumed_after) = chat.backlog(Some(&Presented::Valid(first))).await.unwrap();
+        let Backlog { kind, events: lines, resumed_after } =
+            chat.backlog(Some(&Presented::Valid(first))).await.unwrap();
         assert_eq!((kind, lines.len(), resumed_after), (BacklogKind::Reset, 3, None));
     }
 

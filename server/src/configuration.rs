@@ -78,9 +78,10 @@ pub struct ListenSettings {
 #[derive(Debug, Clone, clap::Args)]
 #[command(next_help_heading = "Limits")]
 pub struct LimitSettings {
-    /// Longest accepted chat message, in characters.
+    /// Longest accepted chat message, in characters (at most 40,000, so that a line fits
+    /// a backlog packet of 256 KiB even with every character escaped in JSON).
     #[arg(long, env = "CHATROOM_MAX_MESSAGE_CHARS", default_value_t = DEFAULT_MAX_MESSAGE_CHARS as u32,
-          value_parser = clap::value_parser!(u32).range(1..=100_000))]
+          value_parser = clap::value_parser!(u32).range(1..=40_000))]
     pub max_message_chars: u32,
 
     /// Largest Engine.IO payload a client may send, in bytes; a bigger one closes its connection.
@@ -158,6 +159,12 @@ pub struct RoomSettings {
     #[arg(long, env = "CHATROOM_HISTORY_MAX_AGE_SECS", default_value_t = 86_400,
           value_parser = clap::value_parser!(u64).range(1..=31_536_000))]
     pub history_max_age_secs: u64,
+
+    /// Backlogs (history or missed events) this node reads at once for joining clients;
+    /// the others wait their turn.
+    #[arg(long, env = "CHATROOM_MAX_BACKLOG_READS", default_value_t = 8,
+          value_parser = clap::value_parser!(u32).range(1..=1_024))]
+    pub max_backlog_reads: u32,
 
     /// Seconds a chatroom user (a client key) whose connections all closed stays in the
     /// room before its leave is announced: a reconnect or reload within it is silent.
@@ -328,8 +335,8 @@ impl Settings {
     }
 
     /// What a joining client is shown.
-    pub fn history(&self) -> crate::chat::HistoryLimits {
-        crate::chat::HistoryLimits {
+    pub fn history(&self) -> crate::backlog::HistoryLimits {
+        crate::backlog::HistoryLimits {
             len: usize::try_from(self.room.history_len).unwrap_or(usize::MAX),
             max_age: Duration::from_secs(self.room.history_max_age_secs),
         }
@@ -440,8 +447,12 @@ mod tests {
 
     #[test]
     fn a_payload_limit_below_the_message_limit_is_refused() {
-        let s = Settings::try_parse_from(["chatroom", "--max-message-chars", "50000", "--max-payload-bytes", "100000"])
+        let s = Settings::try_parse_from(["chatroom", "--max-message-chars", "30000", "--max-payload-bytes", "100000"])
             .unwrap();
-        assert!(matches!(s.validate(), Err(ConfigError::PayloadTooSmallForMessages { needed: 301_024, .. })));
+        assert!(matches!(s.validate(), Err(ConfigError::PayloadTooSmallForMessages { needed: 181_024, .. })));
+        assert!(
+            Settings::try_parse_from(["chatroom", "--max-message-chars", "50000"]).is_err(),
+            "over a backlog packet"
+        );
     }
 }

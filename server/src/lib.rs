@@ -2,6 +2,7 @@
 //! Socket.IO handlers, and the axum application that serves page and socket together.
 
 pub mod backend;
+pub mod backlog;
 pub mod chat;
 pub mod clock;
 pub mod configuration;

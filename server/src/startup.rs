@@ -112,6 +112,7 @@ impl Application {
                 }
             }
             .with_history(settings.history())
+            .with_backlog_reads(usize::try_from(settings.room.max_backlog_reads).unwrap_or(usize::MAX))
             .with_grace(settings.presence().grace),
         );
 

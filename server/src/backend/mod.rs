@@ -8,7 +8,7 @@
 pub mod memory;
 pub mod redis;
 
-use app::protocol::{BadPosition, ClientKey, Position, PresenceList, RoomEvent, Username};
+use app::protocol::{BadPosition, ClientKey, Position, PresenceList, RoomEvent, RoomLine, Username};
 use async_trait::async_trait;
 use std::fmt;
 use std::time::Duration;
@@ -24,6 +24,31 @@ pub struct Delivered {
     /// The user a join or rename is about, so that its other connections take the
     /// name too; never sent to clients (it is the user's secret key).
     pub user: Option<UserId>,
+}
+
+impl Delivered {
+    /// The event as a chatroom client receives it.
+    pub fn line(&self) -> RoomLine {
+        RoomLine { pos: self.position, ts: self.position.ms, event: self.event.clone() }
+    }
+}
+
+/// The part of the room's order a client can resume in: from where the bus's current
+/// epoch began to its newest event. A position outside it is from another epoch (Redis
+/// lost its data since), or not one the bus ever gave.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Span {
+    /// The position of the epoch's first event (the default position for an empty room).
+    pub epoch: Position,
+    /// The position of its newest event (the default position for an empty room).
+    pub tail: Position,
+}
+
+impl Span {
+    /// Whether a client that saw the room up to `after` can resume from there.
+    pub fn holds(&self, after: Position) -> bool {
+        self.epoch <= after && after <= self.tail
+    }
 }
 
 /// One connection: its Socket.IO session id.
@@ -129,6 +154,13 @@ pub enum BackendError {
         /// The oldest position the bus still holds.
         oldest: Position,
     },
+    /// The bus a reader was reading was replaced by a new epoch (Redis lost its data):
+    /// what came after the reader's position in the old one is gone.
+    #[error("the room's stream was lost and started anew; events after the last one delivered may be gone")]
+    EpochChanged,
+    /// A line reached Redis after its deadline and was dropped there, unpublished.
+    #[error("the line reached Redis too late and was dropped")]
+    PastDeadline,
     /// Redis did not answer, or refused the command.
     #[error("Redis: {0}")]
     Redis(#[from] ::redis::RedisError),
@@ -155,14 +187,19 @@ pub trait EventBus: Send + Sync {
     /// The position of the newest event (the default position when there is none).
     async fn tail(&self) -> Result<Position, BackendError>;
 
-    /// The newest `max` events, oldest first.
-    async fn recent(&self, max: usize) -> Result<Vec<Delivered>, BackendError>;
+    /// Where the current epoch began and where it ends now.
+    async fn span(&self) -> Result<Span, BackendError>;
+
+    /// Up to `max` events before `before` (or the newest, without it), newest first.
+    async fn newest(&self, before: Option<Position>, max: usize) -> Result<Vec<Delivered>, BackendError>;
 
     /// Up to `max` events after `after`, oldest first, without waiting; `Trimmed` when
     /// some events after `after` are no longer kept.
     async fn range_after(&self, after: Position, max: usize) -> Result<Vec<Delivered>, BackendError>;
 
     /// Up to `max` events after `after`, oldest first; waits until there is at least one.
+    /// `EpochChanged` when the bus started a new epoch since the last read: read the new
+    /// one from its start (after the default position).
     async fn read_after(&self, after: Position, max: usize) -> Result<Vec<Delivered>, BackendError>;
 }
 

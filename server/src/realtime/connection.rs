@@ -4,7 +4,7 @@
 use super::inbox::{EventQueue, Inbound};
 use super::member::Member;
 use crate::backend::SessionId;
-use crate::chat::{ChatService, JoinName};
+use crate::chat::{ChatService, Join, JoinName};
 use crate::metrics::Metrics;
 use app::protocol::{Notice, Refusal};
 use serde_json::Value;
@@ -60,28 +60,15 @@ impl Connection {
     }
 
     async fn handle(&self, event: Inbound) {
-        let Self { member, sid, chat, metrics, .. } = self;
+        let Self { member, chat, metrics, .. } = self;
         match event {
             Inbound::Join { after, name } => {
                 let join = chat.join(after.as_ref(), name, member.name()).await;
-                if let Some(err) = &join.backlog_error {
-                    tracing::warn!(%sid, %err, "cannot read the backlog");
-                    metrics.backend_error("backlog");
-                }
-                if let Err(err) = &join.online {
-                    tracing::warn!(%sid, %err, "cannot read who is online");
-                    metrics.backend_error("presence");
-                }
-                metrics.backlog(join.kind.as_str());
-                member.catch_up(join.kind, &join.backlog, join.resumed_after, join.online.as_ref().ok());
-                if join.welcome {
-                    member.outbox.reply(&Notice::welcome());
-                }
-                match join.name {
-                    JoinName::Keep(current) => member.outbox.reply(&Notice::name_set(&current)),
-                    JoinName::Claim(name) => self.set_username(Some(Value::String(name))).await,
-                    JoinName::None => {}
-                }
+                self.send_join(join).await;
+            }
+            Inbound::Resync => {
+                let join = chat.resync().await;
+                self.send_join(join).await;
             }
             Inbound::SetUsername(raw) => self.set_username(raw).await,
             Inbound::Message(raw) => {
@@ -96,6 +83,29 @@ impl Connection {
                     }
                 }
             }
+        }
+    }
+
+    /// Sends what a joining (or restarted) client gets: backlog, presence, greeting, name.
+    async fn send_join(&self, join: Join) {
+        let Self { member, sid, metrics, .. } = self;
+        if let Some(err) = &join.backlog_error {
+            tracing::warn!(%sid, %err, "cannot read the backlog");
+            metrics.backend_error("backlog");
+        }
+        if let Err(err) = &join.online {
+            tracing::warn!(%sid, %err, "cannot read who is online");
+            metrics.backend_error("presence");
+        }
+        metrics.backlog(join.kind.as_str());
+        member.catch_up(join.kind, &join.backlog, join.resumed_after, join.online.as_ref().ok());
+        if join.welcome {
+            member.outbox.reply(&Notice::welcome());
+        }
+        match join.name {
+            JoinName::Keep(current) => member.outbox.reply(&Notice::name_set(&current)),
+            JoinName::Claim(name) => self.set_username(Some(Value::String(name))).await,
+            JoinName::None => {}
         }
     }
 

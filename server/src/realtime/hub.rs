@@ -82,6 +82,17 @@ impl Hub {
                     }
                     self.delivered.send_replace(after);
                 }
+                Err(BackendError::EpochChanged) => {
+                    // Redis lost the room's stream: what this node's clients saw is no
+                    // longer in it. Each chatroom client is told with a reset; delivery
+                    // goes on from the new stream's start.
+                    tracing::error!("the room's stream was lost and started anew: resetting this node's clients");
+                    metrics.backend_error("epoch_changed");
+                    for member in self.snapshot() {
+                        member.resync();
+                    }
+                    after = Position::default();
+                }
                 Err(BackendError::Trimmed { after: missed_from, oldest }) => {
                     tracing::error!(%missed_from, %oldest, "delivery fell behind the bus; events in between were lost to this node's clients");
                     after = read_tail(chat).await;

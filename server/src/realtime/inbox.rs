@@ -19,6 +19,8 @@ use tokio::sync::Notify;
 
 /// Events from one client waiting to be handled.
 const INBOX_CAPACITY: usize = 1_024;
+/// Bytes of payload from one client waiting to be handled (while Redis is slow, say).
+const INBOX_BYTES: usize = 1024 * 1024;
 /// How long a flooding client still gets its pending answers before it is disconnected.
 const FLOOD_DISCONNECT_DELAY: Duration = Duration::from_millis(500);
 
@@ -36,6 +38,26 @@ pub(super) enum Inbound {
     SetUsername(Option<Value>),
     /// `message` with its raw argument.
     Message(Option<Value>),
+    /// The client cannot be continued from where it is (its node's bus started a new
+    /// epoch, or too many live events came while its backlog was read): start it over
+    /// with a `reset`.
+    Resync,
+}
+
+impl Inbound {
+    /// About how many bytes of the client's payload it holds.
+    fn bytes(&self) -> usize {
+        let raw = match self {
+            Inbound::SetUsername(raw) | Inbound::Message(raw) => raw,
+            Inbound::Join { name, .. } => return name.as_ref().map_or(0, String::len),
+            Inbound::Resync => return 0,
+        };
+        match raw {
+            Some(Value::String(text)) => text.len(),
+            Some(other) => other.to_string().len(),
+            None => 0,
+        }
+    }
 }
 
 /// One connection's events waiting for its task. Nothing is allocated until the client
@@ -52,6 +74,8 @@ pub(super) struct EventQueue {
 #[derive(Default)]
 struct Pending {
     events: VecDeque<Inbound>,
+    /// The payload bytes of `events`.
+    bytes: usize,
     closed: bool,
 }
 
@@ -72,9 +96,11 @@ impl EventQueue {
             if pending.closed {
                 return Err(NotQueued::Closed);
             }
-            if pending.events.len() >= INBOX_CAPACITY {
+            let bytes = event.bytes();
+            if pending.events.len() >= INBOX_CAPACITY || pending.bytes + bytes > INBOX_BYTES {
                 return Err(NotQueued::Full);
             }
+            pending.bytes += bytes;
             pending.events.push_back(event);
         }
         // Stores a permit when the task is not waiting yet, so no wake-up is lost.
@@ -83,7 +109,10 @@ impl EventQueue {
     }
 
     fn try_next(&self) -> Option<Inbound> {
-        self.pending.lock().events.pop_front()
+        let mut pending = self.pending.lock();
+        let event = pending.events.pop_front()?;
+        pending.bytes -= event.bytes();
+        Some(event)
     }
 
     /// The next event, waiting for one.
@@ -101,6 +130,7 @@ impl EventQueue {
     pub(super) fn close(&self) -> VecDeque<Inbound> {
         let mut pending = self.pending.lock();
         pending.closed = true;
+        pending.bytes = 0;
         std::mem::take(&mut pending.events)
     }
 }
@@ -185,6 +215,18 @@ mod tests {
             queue.push(message(n)).unwrap();
         }
         assert_eq!(queue.push(message(INBOX_CAPACITY)), Err(NotQueued::Full));
+    }
+
+    #[tokio::test]
+    async fn a_queue_holds_a_bounded_number_of_bytes() {
+        let queue = EventQueue::default();
+        let big = || Inbound::Message(Some(json!("x".repeat(100_000))));
+        for _ in 0..10 {
+            queue.push(big()).unwrap();
+        }
+        assert_eq!(queue.push(big()), Err(NotQueued::Full), "about 1 MiB waits at most");
+        queue.next().await;
+        assert_eq!(queue.push(big()), Ok(()), "room again once one is handled");
     }
 
     /// Events pushed from other threads while the task takes them and then closes:

@@ -4,10 +4,14 @@
 //! Invariant (the backlog/live seam): a chatroom client is sent every room event after
 //! its backlog exactly once and in order. While its backlog is read, live events for it
 //! are held; once the backlog is sent, the held ones it did not contain follow. Positions
-//! are totally ordered, so "did not contain" is "newer than the last one sent".
+//! are totally ordered, so "did not contain" is "newer than the last one sent". Held
+//! events are bounded: past the bound they are dropped and the client is started over
+//! with a `reset` instead.
 
+use super::inbox::{EventQueue, Inbound, NotQueued};
 use super::outbox::Outbox;
 use crate::backend::{Delivered, UserId};
+use crate::backlog::MAX_BACKLOG_BYTES;
 use crate::metrics::ClientLabels;
 use app::protocol::{
     BACKLOG, Backlog, BacklogKind, LINE, MESSAGE, Notice, PRESENCE, Position, PresenceList, RoomEvent, RoomLine,
@@ -23,23 +27,54 @@ pub(super) struct Cursor {
     /// The newest event it was sent.
     last_sent: Position,
     /// Live events held back while its backlog is read; `None` once it is live.
-    held: Option<Vec<Delivered>>,
+    held: Option<Held>,
+}
+
+/// Live events held for a joining client.
+#[derive(Debug, Default)]
+struct Held {
+    events: Vec<Delivered>,
+    /// About how many bytes they take.
+    bytes: usize,
+    /// More came than the bound: some were dropped, the client must start over.
+    overflowed: bool,
+}
+
+/// About how many bytes an event takes while held (its text, and room for the rest).
+fn held_bytes(event: &RoomEvent) -> usize {
+    let text = match event {
+        RoomEvent::Chat { author, text } | RoomEvent::Renamed { author, from: text } => author.len() + text.len(),
+        RoomEvent::Joined { author } | RoomEvent::Left { author } => author.len(),
+    };
+    text + 64
 }
 
 impl Cursor {
     /// A client whose backlog is still to be read: live events are held until then.
     pub(super) fn joining() -> Self {
-        Self { last_sent: Position::default(), held: Some(Vec::new()) }
+        Self { last_sent: Position::default(), held: Some(Held::default()) }
     }
 
     /// A live event for this client: held while its backlog is read, else whether to
     /// send it now (not when it was sent already).
     fn admit(&mut self, delivered: &Delivered) -> bool {
         if let Some(held) = self.held.as_mut() {
-            held.push(delivered.clone());
+            held.bytes += held_bytes(&delivered.event);
+            if held.bytes > MAX_BACKLOG_BYTES {
+                held.overflowed = true;
+                held.events = Vec::new();
+            }
+            if !held.overflowed {
+                held.events.push(delivered.clone());
+            }
             return false;
         }
         self.advance(delivered.position)
+    }
+
+    /// Whether live events were dropped while the backlog was read.
+    fn overflowed(&self) -> bool {
+        self.held.as_ref().is_some_and(|held| held.overflowed)
     }
 
     /// Records that the event at `position` goes out, unless an event at or after it did.
@@ -57,7 +92,7 @@ impl Cursor {
     fn went_live(&mut self, last: Position) -> Vec<Delivered> {
         self.last_sent = last;
         let held = self.held.take().unwrap_or_default();
-        held.into_iter().filter(|delivered| self.advance(delivered.position)).collect()
+        held.events.into_iter().filter(|delivered| self.advance(delivered.position)).collect()
     }
 }
 
@@ -82,14 +117,35 @@ pub(super) struct Member {
     name: Mutex<Option<Username>>,
     /// Tells its connection task that the connection is over.
     pub(super) gone: Arc<Notify>,
+    /// Its connection's inbound events, where delivery asks for a resync.
+    queue: Arc<EventQueue>,
     /// How it is counted among the connected clients.
     pub(super) labels: ClientLabels,
 }
 
 impl Member {
     /// A connection of `user` that receives room events through `feed`.
-    pub(super) fn new(outbox: Outbox, feed: Feed, user: UserId, labels: ClientLabels) -> Self {
-        Self { outbox, feed, user, name: Mutex::new(None), gone: Arc::new(Notify::new()), labels }
+    pub(super) fn new(outbox: Outbox, feed: Feed, user: UserId, labels: ClientLabels, queue: Arc<EventQueue>) -> Self {
+        Self { outbox, feed, user, name: Mutex::new(None), gone: Arc::new(Notify::new()), queue, labels }
+    }
+
+    /// Starts a chatroom client over: live events are held again and its task sends it
+    /// a `reset` with the recent history. A legacy client has no position to lose.
+    pub(super) fn resync(&self) {
+        let Feed::Structured(cursor) = &self.feed else { return };
+        *cursor.lock() = Cursor::joining();
+        self.ask_for_resync();
+    }
+
+    fn ask_for_resync(&self) {
+        match self.queue.push(Inbound::Resync) {
+            Ok(()) | Err(NotQueued::Closed) => {}
+            Err(NotQueued::Full) => {
+                // It cannot be told here: let it go, it resumes (and is reset) on reconnecting.
+                tracing::warn!(sid = %self.outbox.id(), "client must be reset but its queue is full: disconnecting it");
+                self.outbox.disconnect();
+            }
+        }
     }
 
     /// The name it posts under.
@@ -146,6 +202,13 @@ impl Member {
     ) {
         let Feed::Structured(cursor) = &self.feed else { return };
         let mut cursor = cursor.lock();
+        if cursor.overflowed() {
+            // Live events were dropped meanwhile: this backlog cannot be continued.
+            *cursor = Cursor::joining();
+            drop(cursor);
+            self.ask_for_resync();
+            return;
+        }
         let last = backlog.last().map(|d| d.position).or(resumed_after).unwrap_or_default();
         let lines = backlog.iter().map(room_line).collect();
         self.outbox.room_event(BACKLOG, &Backlog { kind, lines });
@@ -186,6 +249,25 @@ mod tests {
         assert!(!cursor.admit(&at(5)), "already sent");
         assert!(cursor.admit(&at(6)));
         assert!(!cursor.admit(&at(6)));
+    }
+
+    #[test]
+    fn too_many_held_events_make_the_client_start_over() {
+        let mut cursor = Cursor::joining();
+        let heavy = Delivered {
+            position: Position { ms: 1, seq: 0 },
+            event: RoomEvent::Chat { author: "ann".into(), text: "x".repeat(12_000) },
+            user: None,
+        };
+        for _ in 0..10 {
+            cursor.admit(&heavy);
+        }
+        assert!(!cursor.overflowed(), "10 lines of 12 KB are held");
+        for _ in 0..20 {
+            cursor.admit(&heavy);
+        }
+        assert!(cursor.overflowed(), "past 255 KiB they are not");
+        assert!(cursor.held.as_ref().is_some_and(|held| held.events.is_empty()), "and what was held is let go");
     }
 
     #[test]

@@ -132,9 +132,9 @@ impl Realtime {
         let outbox = Outbox::new(socket.clone(), auth.is_some(), self.metrics.clone());
         // A chatroom client's live events are held from the start: its backlog is read next.
         let feed = if auth.is_some() { Feed::Structured(Mutex::new(Cursor::joining())) } else { Feed::Legacy };
-        let member = Arc::new(Member::new(outbox.clone(), feed, user, labels));
-        self.hub.insert(member.clone());
         let queue = Arc::new(EventQueue::default());
+        let member = Arc::new(Member::new(outbox.clone(), feed, user, labels, queue.clone()));
+        self.hub.insert(member.clone());
         match auth {
             None => outbox.reply(&Notice::welcome()),
             Some(auth) => {

@@ -6,7 +6,9 @@
 //! - `resume`: history and gap-free resume of the structured protocol;
 //! - `presence`: who is online, grace periods, tabs of one user, unique names;
 //! - `cluster`: many nodes on one Redis, and Redis or a node failing;
+//! - `faults`: Redis losing its data, stalling, or a node taken for dead by mistake;
 //! - `load_balancer`: nodes behind nginx;
+//! - `hostile`: clients that mean harm or misbehave;
 //! - `health`, `drain`, `limits`, `node`, `tls`: operating a node.
 #![allow(clippy::unwrap_used)] // a panic in a test is its failure report
 
@@ -15,7 +17,9 @@ mod support;
 mod cluster;
 mod contract;
 mod drain;
+mod faults;
 mod health;
+mod hostile;
 mod limits;
 mod load_balancer;
 mod node;

@@ -46,7 +46,8 @@ async fn a_bad_setting_stops_the_binary_with_a_clear_message() {
     for (args, expected) in [
         (&["--max-message-chars", "0"][..], "invalid value '0' for '--max-message-chars"),
         (&["--addr", "nowhere"], "invalid value 'nowhere' for '--addr"),
-        (&["--max-message-chars", "90000", "--max-payload-bytes", "100000"], "must hold a message"),
+        (&["--max-message-chars", "30000", "--max-payload-bytes", "100000"], "must hold a message"),
+        (&["--max-message-chars", "90000"], "90000 is not in 1..=40000"),
     ] {
         let output = Command::new(env!("CARGO_BIN_EXE_server")).args(args).output().await.expect("run server");
         assert!(!output.status.success(), "{args:?} was accepted");

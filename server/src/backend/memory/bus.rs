@@ -1,7 +1,8 @@
 //! The room's bus in one process: a sequencer handing out stream-like positions and a
-//! ring of the newest events, which it evicts like a capped Redis stream.
+//! ring of the newest events, which it evicts like a capped Redis stream. Its epoch
+//! begins when the process starts: positions of an earlier run are older.
 
-use crate::backend::{BackendError, Delivered, EventBus, UserId};
+use crate::backend::{BackendError, Delivered, EventBus, Span, UserId};
 use app::protocol::{Position, RoomEvent};
 use async_trait::async_trait;
 use parking_lot::{Mutex, MutexGuard};
@@ -13,6 +14,8 @@ pub struct MemoryBus {
     ring: Mutex<Ring>,
     capacity: usize,
     newest: watch::Sender<Position>,
+    /// Where this process's epoch begins.
+    epoch: Position,
 }
 
 #[derive(Default)]
@@ -31,6 +34,7 @@ impl MemoryBus {
             ring: Mutex::new(Ring::default()),
             capacity: capacity.max(1),
             newest: watch::Sender::new(Position::default()),
+            epoch: Position { ms: crate::clock::now_ms(), seq: 0 },
         }
     }
 
@@ -96,10 +100,15 @@ impl EventBus for MemoryBus {
         Ok(*self.newest.borrow())
     }
 
-    async fn recent(&self, max: usize) -> Result<Vec<Delivered>, BackendError> {
+    async fn span(&self) -> Result<Span, BackendError> {
+        let tail = self.ring().last;
+        Ok(Span { epoch: if tail == Position::default() { tail } else { self.epoch }, tail })
+    }
+
+    async fn newest(&self, before: Option<Position>, max: usize) -> Result<Vec<Delivered>, BackendError> {
         let ring = self.ring();
-        let skip = ring.events.len().saturating_sub(max);
-        Ok(ring.events.iter().skip(skip).cloned().collect())
+        let end = before.map_or(ring.events.len(), |before| ring.events.partition_point(|d| d.position < before));
+        Ok(ring.events.range(..end).rev().take(max).cloned().collect())
     }
 
     async fn range_after(&self, after: Position, max: usize) -> Result<Vec<Delivered>, BackendError> {
@@ -167,7 +176,8 @@ mod tests {
         for n in 0..6 {
             bus.publish(chat(n)).await.unwrap();
         }
-        let kept = bus.recent(10).await.unwrap();
+        let mut kept = bus.newest(None, 10).await.unwrap();
+        kept.reverse();
         assert_eq!(kept.iter().map(|d| d.event.clone()).collect::<Vec<_>>(), [chat(3), chat(4), chat(5)]);
         match bus.read_after(Position::default(), 10).await {
             Err(BackendError::Trimmed { oldest, .. }) => assert_eq!(oldest, kept[0].position),
@@ -176,7 +186,8 @@ mod tests {
         // From the newest evicted event on, nothing is missing.
         let newest_evicted = bus.ring().max_deleted;
         assert_eq!(bus.range_after(newest_evicted, 10).await.unwrap(), kept);
-        assert_eq!(bus.recent(2).await.unwrap(), kept[1..]);
+        assert_eq!(bus.newest(None, 2).await.unwrap(), [kept[2].clone(), kept[1].clone()]);
+        assert_eq!(bus.newest(Some(kept[2].position), 1).await.unwrap(), [kept[1].clone()]);
         assert!(bus.range_after(kept[2].position, 10).await.unwrap().is_empty());
     }
 }

@@ -8,22 +8,17 @@
 --   P..'names'        hash  folded name -> user   P..'grace'  zset user -> leave deadline (ms)
 --   P..'conns:'..user set   of sids               P..'node:'..node  set of "sid|user"
 --   P..'nodes'        zset  node -> last beat (ms)
+-- (stream.lua, prepended to this script, defines STREAM, now_ms and append.)
 local P = 'chatroom:presence:'
-local STREAM = 'chatroom:events'
 local op, node, maxlen = ARGV[1], ARGV[2], ARGV[3]
-
-local function now_ms()
-  local t = redis.call('TIME')
-  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-end
 
 -- The `u` field names the user a join or rename is about, for its other connections.
 local function publish(event, user)
   local json = cjson.encode(event)
   if user then
-    return redis.call('XADD', STREAM, 'MAXLEN', '~', maxlen, '*', 'e', json, 'u', user)
+    return append(maxlen, {'e', json, 'u', user})
   end
-  return redis.call('XADD', STREAM, 'MAXLEN', '~', maxlen, '*', 'e', json)
+  return append(maxlen, {'e', json})
 end
 
 local function attach(user, sid)

@@ -50,7 +50,7 @@ impl RedisPresence {
     ) -> Result<Self, BackendError> {
         Ok(Self {
             conn: connect(client, Duration::from_secs(2)).await?,
-            script: Script::new(include_str!("presence.lua")),
+            script: Script::new(&format!("{}{}", super::bus::STREAM_LUA, include_str!("presence.lua"))),
             node: node.to_owned(),
             stream_max_len,
             grace: timings.grace,

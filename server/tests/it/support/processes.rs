@@ -181,9 +181,7 @@ impl Node {
 
     /// Sends it SIGTERM, as a deploy would; see [`Node::wait_exit`].
     pub async fn terminate(&self) {
-        let pid = self.child.id().expect("running").to_string();
-        let status = Command::new("kill").args(["-TERM", &pid]).status().await.expect("run kill");
-        assert!(status.success(), "kill -TERM {pid} failed");
+        self.signal("TERM").await;
     }
 
     /// Waits (at most `within`) for it to exit; whether it exited cleanly.
@@ -197,6 +195,23 @@ impl Node {
     /// Ends it like a crash: no goodbye to anyone.
     pub async fn kill9(&mut self) {
         let _ = self.child.kill().await;
+    }
+
+    /// Its resident memory, in KiB (from `/proc`).
+    pub fn rss_kib(&self) -> u64 {
+        let pid = self.child.id().expect("running");
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("the node's /proc status");
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix("VmRSS:")?.trim().strip_suffix(" kB")?.parse().ok())
+            .expect("VmRSS in /proc status")
+    }
+
+    /// Sends it a signal by name (`STOP`, `CONT`, `TERM`).
+    pub async fn signal(&self, name: &str) {
+        let pid = self.child.id().expect("running").to_string();
+        let status = Command::new("kill").args([&format!("-{name}"), &pid]).status().await.expect("run kill");
+        assert!(status.success(), "kill -{name} {pid} failed");
     }
 }
 
