@@ -245,6 +245,14 @@ impl Chat {
                     self.push_own(text);
                 }
             }
+            ServerEvent::Notice(Notice::NameLost { text, .. }) => {
+                // Someone took the name while this client was cut off: ask for another.
+                self.resuming_name.set_value(None);
+                self.pending_name.set_value(None);
+                self.username.set(None);
+                self.name_hint.set(Some(text.clone()));
+                self.push_own(text);
+            }
             ServerEvent::Notice(Notice::Refused { text }) => {
                 // The name presented on reconnecting was taken meanwhile: ask for another.
                 if self.resuming_name.get_value().is_some() {
@@ -402,6 +410,20 @@ mod tests {
         assert_eq!(chat.username.get_untracked(), None);
         assert_eq!(chat.name_hint.get_untracked().as_deref(), Some("Username \"ann\" is already taken."));
         assert_eq!(chat.message_hint.get_untracked(), None);
+    }
+
+    #[test]
+    fn a_name_lost_while_cut_off_is_given_up_and_asked_for_again() {
+        let _owner = reactive();
+        let (chat, _sent) = online();
+        chat.ask_for_name("ann");
+        chat.on_event(ServerEvent::Notice(Notice::name_set(&name("ann"))));
+        chat.on_event(ServerEvent::Notice(Notice::name_lost(&name("ann"))));
+        assert_eq!(chat.username.get_untracked(), None);
+        let text = "Your username ann was taken while you were away. Choose another one.";
+        assert_eq!(chat.name_hint.get_untracked().as_deref(), Some(text));
+        assert_eq!(bodies(&chat).last().map(String::as_str), Some(text));
+        assert!(!chat.send_line("hi"), "no line without a name");
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //! directly.
 
 use crate::backend::memory::{MemoryBus, MemoryPresence, MemorySessions};
-use crate::backend::{BackendError, Claim, Delivered, EventBus, Presence, SessionId, SessionStore, UserId};
+use crate::backend::{BackendError, Claim, Delivered, EventBus, Presence, SessionId, SessionStore, Swept, UserId};
 use crate::backlog::{self, Backlog, HistoryLimits};
 use app::protocol::{BacklogKind, MessageText, Position, PresenceList, Presented, Refusal, RoomEvent, Username};
 use backon::{ConstantBuilder, Retryable};
@@ -11,9 +11,6 @@ use serde_json::Value;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Semaphore;
-
-/// How often presence is swept (grace periods over, dead nodes' users).
-const SWEEP_EVERY: Duration = Duration::from_secs(1);
 
 /// A leave notice is retried every half second for up to 15 s.
 const LEAVE_RETRY: ConstantBuilder = ConstantBuilder::new().with_delay(Duration::from_millis(500)).with_max_times(30);
@@ -189,21 +186,18 @@ impl ChatService {
         self.presence.snapshot().await
     }
 
-    /// Announces leaves whose time has come, every second, for the life of the node.
-    pub async fn sweep_presence(self: Arc<Self>, metrics: Arc<crate::metrics::Metrics>) {
-        let mut ticks = tokio::time::interval(SWEEP_EVERY);
-        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            ticks.tick().await;
-            match self.presence.sweep().await {
-                Ok(0) => {}
-                Ok(left) => tracing::info!(left, "announced the leave of users gone for good"),
-                Err(err) => {
-                    tracing::warn!(%err, "cannot sweep presence; retrying at the next tick");
-                    metrics.backend_error("presence");
-                }
-            }
+    /// Sweeps presence (see [`Presence::sweep`]); the session records of connections
+    /// that lost their name lose it too. Run every second by the node.
+    pub async fn sweep(&self) -> Result<Swept, BackendError> {
+        let swept = self.presence.sweep().await?;
+        if swept.left > 0 {
+            tracing::info!(left = swept.left, "announced the leave of users gone for good");
         }
+        for sid in &swept.lost {
+            tracing::warn!(%sid, "a connection's name was taken while presence had lost it; it has none now");
+            self.sessions.forget_username(sid).await?;
+        }
+        Ok(swept)
     }
 
     /// Publishes a chat line from `author` to the whole room, in the room's order.

@@ -125,8 +125,8 @@ impl Application {
             .ws_read_buffer_size(WS_READ_BUFFER_BYTES)
             .build_layer();
         let metrics = Arc::new(Metrics::default());
-        background.push(tokio::spawn(chat.clone().sweep_presence(metrics.clone())));
         let realtime = Realtime::new(chat.clone(), &node_name, metrics.clone(), settings.rate_limits());
+        background.push(tokio::spawn(realtime.clone().sweep_presence()));
         let health = Health::new(&node_name, chat.clone()).with_capacity(
             realtime.connection_count(),
             usize::try_from(settings.limits.max_connections).unwrap_or(usize::MAX),

@@ -23,6 +23,6 @@ pub use events::{BACKLOG, ClientEvent, HELLO, LINE, MESSAGE, NOTICE, PRESENCE, S
 pub use ids::{BadClientKey, BadPosition, ClientKey, Position, Presented};
 pub use payloads::{
     Backlog, BacklogKind, ClientAuth, Hello, Notice, PROTOCOL_VERSION, PresenceList, RoomEvent, RoomLine, WELCOME,
-    username_set,
+    username_lost, username_set,
 };
 pub use rules::{DEFAULT_MAX_MESSAGE_CHARS, MAX_NAME_CHARS, MessageText, Refusal, Username};

@@ -16,6 +16,12 @@ pub fn username_set(name: &str) -> String {
     format!("Your username is set to {name}")
 }
 
+/// What a client is told when another user took its name while it was cut off from the
+/// room (its node was taken for dead, or Redis lost its data).
+pub fn username_lost(name: &str) -> String {
+    format!("Your username {name} was taken while you were away. Choose another one.")
+}
+
 /// What a chatroom client puts in its Socket.IO CONNECT auth payload. A client that sends
 /// none is a legacy client and receives only the legacy `message` strings.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -125,6 +131,14 @@ pub enum Notice {
         /// Why, as the legacy text.
         text: String,
     },
+    /// Another user took the client's name while it was cut off from the room: it has
+    /// no name until it sets one.
+    NameLost {
+        /// The name it had.
+        name: Username,
+        /// The legacy text.
+        text: String,
+    },
 }
 
 impl Notice {
@@ -138,10 +152,18 @@ impl Notice {
         Notice::NameSet { name: name.clone(), text: username_set(name.as_str()) }
     }
 
+    /// The notice that the client's name `name` was taken while it was away.
+    pub fn name_lost(name: &Username) -> Self {
+        Notice::NameLost { name: name.clone(), text: username_lost(name.as_str()) }
+    }
+
     /// The text a legacy client gets for the same answer.
     pub fn text(&self) -> &str {
         match self {
-            Notice::Welcome { text } | Notice::NameSet { text, .. } | Notice::Refused { text } => text,
+            Notice::Welcome { text }
+            | Notice::NameSet { text, .. }
+            | Notice::Refused { text }
+            | Notice::NameLost { text, .. } => text,
         }
     }
 }
@@ -238,6 +260,12 @@ mod tests {
         let renamed = RoomEvent::Renamed { author: "bob".into(), from: "ann".into() };
         assert_eq!((renamed.legacy_text(), renamed.text().as_str()), (None, "ann is now known as bob."));
         assert_eq!(username_set("ann"), "Your username is set to ann");
+        let lost = Notice::name_lost(&Username::parse("ann").unwrap());
+        assert_eq!(lost.text(), "Your username ann was taken while you were away. Choose another one.");
+        assert_eq!(
+            serde_json::to_string(&lost).unwrap(),
+            r#"{"kind":"name_lost","name":"ann","text":"Your username ann was taken while you were away. Choose another one."}"#
+        );
     }
 
     #[test]

@@ -138,9 +138,21 @@ pub trait Presence: Send + Sync {
     /// The names online, sorted, and the position of the newest room event they reflect.
     async fn snapshot(&self) -> Result<PresenceList, BackendError>;
 
-    /// Announces the leave of users whose grace period is over, and in a cluster of
-    /// users of nodes that stopped beating; returns how many left.
-    async fn sweep(&self) -> Result<usize, BackendError>;
+    /// Beats for this node and announces the leave of users whose grace period is over,
+    /// and in a cluster of users of nodes that stopped beating. Writes this node's
+    /// connections back when presence lost them (Redis lost data, or this node was taken
+    /// for dead), and says which of them lost their name to someone else meanwhile.
+    async fn sweep(&self) -> Result<Swept, BackendError>;
+}
+
+/// What a presence sweep did.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Swept {
+    /// How many users left.
+    pub left: usize,
+    /// This node's connections whose name another user took while presence had lost
+    /// them: they have no name now, and their clients must be told.
+    pub lost: Vec<SessionId>,
 }
 
 /// Why a backend call failed.
@@ -211,6 +223,9 @@ pub trait SessionStore: Send + Sync {
 
     /// Stores the session's username.
     async fn set_username(&self, sid: &SessionId, name: &Username) -> Result<(), BackendError>;
+
+    /// The session has no username any more.
+    async fn forget_username(&self, sid: &SessionId) -> Result<(), BackendError>;
 
     /// The session's username: `None` for no session, `Some("")` for a session without one.
     async fn username(&self, sid: &SessionId) -> Result<Option<String>, BackendError>;

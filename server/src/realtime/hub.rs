@@ -5,7 +5,7 @@
 //! node sees the bus's one order.
 
 use super::member::{Member, room_line};
-use crate::backend::BackendError;
+use crate::backend::{BackendError, SessionId};
 use crate::chat::ChatService;
 use crate::metrics::Metrics;
 use app::protocol::Position;
@@ -47,6 +47,11 @@ impl Hub {
     /// Every member, taken once (a batch is delivered to the members of its start).
     pub(super) fn snapshot(&self) -> Vec<Arc<Member>> {
         self.members.read().values().cloned().collect()
+    }
+
+    /// The member with this session id, if it is one of this node's.
+    pub(super) fn member(&self, sid: &SessionId) -> Option<Arc<Member>> {
+        self.members.read().values().find(|member| &member.sid == sid).cloned()
     }
 
     /// Waits until every event up to `tail` has been delivered, or `within` passed.

@@ -10,7 +10,7 @@
 
 use super::inbox::{EventQueue, Inbound, NotQueued};
 use super::outbox::Outbox;
-use crate::backend::{Delivered, UserId};
+use crate::backend::{Delivered, SessionId, UserId};
 use crate::backlog::MAX_BACKLOG_BYTES;
 use crate::metrics::ClientLabels;
 use app::protocol::{
@@ -109,6 +109,8 @@ pub(super) enum Feed {
 pub(super) struct Member {
     /// Its way out.
     pub(super) outbox: Outbox,
+    /// Its session id.
+    pub(super) sid: SessionId,
     feed: Feed,
     /// Who this connection belongs to.
     pub(super) user: UserId,
@@ -125,8 +127,23 @@ pub(super) struct Member {
 
 impl Member {
     /// A connection of `user` that receives room events through `feed`.
-    pub(super) fn new(outbox: Outbox, feed: Feed, user: UserId, labels: ClientLabels, queue: Arc<EventQueue>) -> Self {
-        Self { outbox, feed, user, name: Mutex::new(None), gone: Arc::new(Notify::new()), queue, labels }
+    pub(super) fn new(
+        outbox: Outbox,
+        sid: SessionId,
+        feed: Feed,
+        user: UserId,
+        labels: ClientLabels,
+        queue: Arc<EventQueue>,
+    ) -> Self {
+        Self { outbox, sid, feed, user, name: Mutex::new(None), gone: Arc::new(Notify::new()), queue, labels }
+    }
+
+    /// Another user took this connection's name while it was cut off from the room: it
+    /// has none now, and its client is told.
+    pub(super) fn lose_name(&self) {
+        if let Some(name) = self.set_name(None) {
+            self.outbox.reply(&Notice::name_lost(&name));
+        }
     }
 
     /// Starts a chatroom client over: live events are held again and its task sends it

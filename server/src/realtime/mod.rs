@@ -37,6 +37,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 use tokio_util::task::TaskTracker;
 
+/// How often presence is swept (beats, grace periods over, dead nodes' users).
+const SWEEP_EVERY: Duration = Duration::from_secs(1);
+
 /// What every connection's handlers share.
 #[derive(Clone)]
 pub struct Realtime {
@@ -86,6 +89,27 @@ impl Realtime {
         self.hub.deliver(&self.chat, &self.metrics).await;
     }
 
+    /// Sweeps presence every second for the life of the node (see
+    /// [`ChatService::sweep`]), and tells the clients whose name was taken meanwhile.
+    pub async fn sweep_presence(self) {
+        let mut ticks = tokio::time::interval(SWEEP_EVERY);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticks.tick().await;
+            match self.chat.sweep().await {
+                Ok(swept) => {
+                    for member in swept.lost.iter().filter_map(|sid| self.hub.member(sid)) {
+                        member.lose_name();
+                    }
+                }
+                Err(err) => {
+                    tracing::warn!(%err, "cannot sweep presence; retrying at the next tick");
+                    self.metrics.backend_error("presence");
+                }
+            }
+        }
+    }
+
     /// Waits until every room event published so far has been delivered to this node's
     /// members, or `within` passed; returns whether it was.
     pub async fn wait_delivered(&self, within: Duration) -> bool {
@@ -133,7 +157,7 @@ impl Realtime {
         // A chatroom client's live events are held from the start: its backlog is read next.
         let feed = if auth.is_some() { Feed::Structured(Mutex::new(Cursor::joining())) } else { Feed::Legacy };
         let queue = Arc::new(EventQueue::default());
-        let member = Arc::new(Member::new(outbox.clone(), feed, user, labels, queue.clone()));
+        let member = Arc::new(Member::new(outbox.clone(), sid.clone(), feed, user, labels, queue.clone()));
         self.hub.insert(member.clone());
         match auth {
             None => outbox.reply(&Notice::welcome()),

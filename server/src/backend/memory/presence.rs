@@ -2,7 +2,7 @@
 //! under the roster's lock, so that a snapshot and the bus always agree.
 
 use super::MemoryBus;
-use crate::backend::{BackendError, Claim, Presence, SessionId, UserId};
+use crate::backend::{BackendError, Claim, Presence, SessionId, Swept, UserId};
 use crate::names::FoldedName;
 use app::protocol::{PresenceList, RoomEvent, Username};
 use async_trait::async_trait;
@@ -114,7 +114,7 @@ impl Presence for MemoryPresence {
         Ok(PresenceList { at: self.bus.last(), users })
     }
 
-    async fn sweep(&self) -> Result<usize, BackendError> {
+    async fn sweep(&self) -> Result<Swept, BackendError> {
         let mut roster = self.roster();
         let now = Instant::now();
         let due: Vec<UserId> = roster
@@ -123,7 +123,9 @@ impl Presence for MemoryPresence {
             .filter(|(_, u)| u.conns.is_empty() && u.leaves_at.is_some_and(|at| at <= now))
             .map(|(id, _)| id.clone())
             .collect();
-        Ok(due.iter().filter(|user| self.leave(&mut roster, user)).count())
+        let left = due.iter().filter(|user| self.leave(&mut roster, user)).count();
+        // One process cannot lose a name to another behind its back.
+        Ok(Swept { left, lost: Vec::new() })
     }
 }
 
@@ -185,12 +187,12 @@ mod tests {
         presence.disconnect(&ann, &sid("s1"), grace).await.unwrap();
         presence.connect(&ann, &sid("s2")).await.unwrap();
         tokio::time::sleep(grace * 2).await;
-        assert_eq!(presence.sweep().await.unwrap(), 0, "it came back in time");
+        assert_eq!(presence.sweep().await.unwrap().left, 0, "it came back in time");
         presence.disconnect(&ann, &sid("s2"), grace).await.unwrap();
-        assert_eq!(presence.sweep().await.unwrap(), 0, "still within its grace period");
+        assert_eq!(presence.sweep().await.unwrap().left, 0, "still within its grace period");
         assert_eq!(presence.snapshot().await.unwrap().users, ["ann"]);
         tokio::time::sleep(grace * 2).await;
-        assert_eq!(presence.sweep().await.unwrap(), 1);
+        assert_eq!(presence.sweep().await.unwrap().left, 1);
         assert!(presence.snapshot().await.unwrap().users.is_empty());
         assert_eq!(bus.events().last(), Some(&RoomEvent::Left { author: "ann".into() }));
 

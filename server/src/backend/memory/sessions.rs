@@ -30,6 +30,13 @@ impl SessionStore for MemorySessions {
         Ok(())
     }
 
+    async fn forget_username(&self, sid: &SessionId) -> Result<(), BackendError> {
+        if let Some(name) = self.map().get_mut(sid) {
+            name.clear();
+        }
+        Ok(())
+    }
+
     async fn username(&self, sid: &SessionId) -> Result<Option<String>, BackendError> {
         Ok(self.map().get(sid).cloned())
     }

@@ -35,8 +35,13 @@ const PUBLISH_DEADLINE_MS: i64 = 1_000;
 /// How often the difference between Redis's clock and ours is measured again.
 const CLOCK_CHECK_EVERY: Duration = Duration::from_secs(30);
 
-/// The bus script: `stream.lua` (the stream and its epoch) then `bus.lua`.
+/// What every script that appends to the stream starts with (the stream and its epoch).
 pub(super) const STREAM_LUA: &str = include_str!("stream.lua");
+
+/// The bus script: `stream.lua` then `bus.lua` (publish with a deadline, span).
+pub fn bus_script() -> Script {
+    Script::new(&format!("{STREAM_LUA}{}", include_str!("bus.lua")))
+}
 
 /// The room's bus on a Redis Stream.
 pub struct RedisBus {
@@ -67,7 +72,7 @@ impl RedisBus {
             writer,
             history,
             reader: tokio::sync::Mutex::new(reader),
-            script: Script::new(&format!("{STREAM_LUA}{}", include_str!("bus.lua"))),
+            script: bus_script(),
             max_len,
             check_trim: AtomicBool::new(true),
             epoch: Mutex::new(None),

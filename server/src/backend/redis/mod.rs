@@ -7,7 +7,7 @@ mod bus;
 mod presence;
 mod sessions;
 
-pub use bus::{RedisBus, STREAM_KEY};
+pub use bus::{EPOCH_KEY, RedisBus, STREAM_KEY, bus_script};
 pub use presence::{PresenceTimings, RedisPresence};
 pub use sessions::{RedisSessions, session_key};
 

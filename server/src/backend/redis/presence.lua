@@ -8,6 +8,7 @@
 --   P..'names'        hash  folded name -> user   P..'grace'  zset user -> leave deadline (ms)
 --   P..'conns:'..user set   of sids               P..'node:'..node  set of "sid|user"
 --   P..'nodes'        zset  node -> last beat (ms)
+--   P..'steady'       hash  node -> since when its beats came without a gap (ms)
 -- (stream.lua, prepended to this script, defines STREAM, now_ms and append.)
 local P = 'chatroom:presence:'
 local op, node, maxlen = ARGV[1], ARGV[2], ARGV[3]
@@ -100,16 +101,29 @@ elseif op == 'sweep' then
   -- Beat for this node; users of nodes silent for longer than the timeout, and users
   -- whose grace period is over, leave. Returns this node's connection count as Redis
   -- has it (the node resyncs when it differs) and how many left.
+  --
+  -- A node reaps others only when its own beats came without a gap of over 2 s for a
+  -- whole timeout: after Redis stalled (paused, a slow failover, a long fork) every
+  -- node's last beat is old, and the first node to beat again must not take all the
+  -- others for dead. Beats are stamped with Redis's clock.
   local timeout_ms = tonumber(ARGV[4])
   local now = now_ms()
+  local last = redis.call('ZSCORE', P .. 'nodes', node)
+  if not last or now - tonumber(last) > 2000 then
+    redis.call('HSET', P .. 'steady', node, now)
+  end
   redis.call('ZADD', P .. 'nodes', now, node)
+  local steady_since = tonumber(redis.call('HGET', P .. 'steady', node))
   local left = 0
-  for _, dead in ipairs(redis.call('ZRANGEBYSCORE', P .. 'nodes', '-inf', now - timeout_ms)) do
-    for _, member in ipairs(redis.call('SMEMBERS', P .. 'node:' .. dead)) do
-      left = left + drop_member(member, 0, now)
+  if now - steady_since >= timeout_ms then
+    for _, dead in ipairs(redis.call('ZRANGEBYSCORE', P .. 'nodes', '-inf', now - timeout_ms)) do
+      for _, member in ipairs(redis.call('SMEMBERS', P .. 'node:' .. dead)) do
+        left = left + drop_member(member, 0, now)
+      end
+      redis.call('DEL', P .. 'node:' .. dead)
+      redis.call('ZREM', P .. 'nodes', dead)
+      redis.call('HDEL', P .. 'steady', dead)
     end
-    redis.call('DEL', P .. 'node:' .. dead)
-    redis.call('ZREM', P .. 'nodes', dead)
   end
   for _, user in ipairs(redis.call('ZRANGEBYSCORE', P .. 'grace', '-inf', now, 'LIMIT', 0, 1000)) do
     if redis.call('SCARD', P .. 'conns:' .. user) == 0 then
@@ -122,7 +136,8 @@ elseif op == 'sweep' then
 elseif op == 'sync' then
   -- Makes this node's set exactly its live connections (ARGV[5..] in fours: sid, user,
   -- name, folded name), after Redis lost data or the node was taken for dead. A name
-  -- comes back only if nobody took it meanwhile.
+  -- comes back only if nobody took it meanwhile. Returns how many left, then the sids
+  -- of connections whose name another user took meanwhile (they have none now).
   local grace_ms = tonumber(ARGV[4])
   local now = now_ms()
   local live = {}
@@ -134,15 +149,20 @@ elseif op == 'sync' then
       left = left + drop_member(member, grace_ms, now)
     end
   end
+  local lost = {}
   for i = 5, #ARGV, 4 do
     local sid, user, name, folded = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
     attach(user, sid)
-    if name ~= '' and redis.call('HEXISTS', P .. 'users', user) == 0
-        and redis.call('HEXISTS', P .. 'names', folded) == 0 then
-      take_name(user, name, folded)
-      publish({kind = 'joined', author = name}, user)
+    if name ~= '' and redis.call('HEXISTS', P .. 'users', user) == 0 then
+      if redis.call('HEXISTS', P .. 'names', folded) == 0 then
+        take_name(user, name, folded)
+        publish({kind = 'joined', author = name}, user)
+      else
+        table.insert(lost, sid)
+      end
     end
   end
-  return left
+  table.insert(lost, 1, left)
+  return lost
 end
 return redis.error_reply('unknown presence operation ' .. tostring(op))

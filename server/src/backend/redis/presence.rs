@@ -7,7 +7,7 @@
 //! disagrees (after Redis lost data, or after the node was wrongly taken for dead).
 
 use super::connect;
-use crate::backend::{BackendError, Claim, Presence, SessionId, UserId};
+use crate::backend::{BackendError, Claim, Presence, SessionId, Swept, UserId};
 use crate::names::FoldedName;
 use app::protocol::{PresenceList, Username};
 use async_trait::async_trait;
@@ -74,7 +74,7 @@ impl RedisPresence {
     }
 
     /// Writes this node's live connections back as they are here.
-    async fn sync(&self) -> Result<usize, BackendError> {
+    async fn sync(&self) -> Result<Swept, BackendError> {
         let live: Vec<(SessionId, LiveConnection)> = self.live().iter().map(|(s, c)| (s.clone(), c.clone())).collect();
         let folded: Vec<Option<FoldedName>> =
             live.iter().map(|(_, (_, name))| name.as_ref().map(FoldedName::of)).collect();
@@ -84,7 +84,30 @@ impl RedisPresence {
             let name = name.as_ref().map_or("", Username::as_str);
             args.extend([sid.as_str(), user.as_str(), name, folded.as_ref().map_or("", FoldedName::as_str)]);
         }
-        self.run("sync", &args).await
+        let mut reply: Vec<String> = self.run("sync", &args).await?;
+        if reply.is_empty() {
+            return Err(BackendError::UnexpectedReply("an empty presence sync".into()));
+        }
+        let left = reply.remove(0).parse().map_err(|_| BackendError::UnexpectedReply("a sync count".into()))?;
+        let lost: Vec<SessionId> = reply.into_iter().map(SessionId::new).collect();
+        let closed_meanwhile: Vec<(SessionId, UserId)> = {
+            let mut now_live = self.live();
+            for sid in &lost {
+                if let Some((_, name)) = now_live.get_mut(sid) {
+                    *name = None;
+                }
+            }
+            live.into_iter()
+                .filter(|(sid, _)| !now_live.contains_key(sid))
+                .map(|(sid, (user, _))| (sid, user))
+                .collect()
+        };
+        // A connection that closed while the sync ran was written back by it: close it again.
+        for (sid, user) in closed_meanwhile {
+            let grace = if user.can_return() { self.grace } else { Duration::ZERO };
+            self.disconnect(&user, &sid, grace).await?;
+        }
+        Ok(Swept { left, lost })
     }
 }
 
@@ -134,14 +157,15 @@ impl Presence for RedisPresence {
         Ok(PresenceList { at, users: reply })
     }
 
-    async fn sweep(&self) -> Result<usize, BackendError> {
+    async fn sweep(&self) -> Result<Swept, BackendError> {
         let timeout_ms = self.node_timeout.as_millis().to_string();
-        let (held, mut left): (usize, usize) = self.run("sweep", &[&timeout_ms]).await?;
+        let (held, left): (usize, usize) = self.run("sweep", &[&timeout_ms]).await?;
         let live = self.live().len();
-        if held != live {
-            tracing::info!(node = %self.node, held, live, "presence in Redis differs from this node's connections; writing them back");
-            left += self.sync().await?;
+        if held == live {
+            return Ok(Swept { left, lost: Vec::new() });
         }
-        Ok(left)
+        tracing::info!(node = %self.node, held, live, "presence in Redis differs from this node's connections; writing them back");
+        let synced = self.sync().await?;
+        Ok(Swept { left: left + synced.left, lost: synced.lost })
     }
 }

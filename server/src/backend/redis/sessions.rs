@@ -100,6 +100,14 @@ impl SessionStore for RedisSessions {
         Ok(())
     }
 
+    async fn forget_username(&self, sid: &SessionId) -> Result<(), BackendError> {
+        // Forgotten first, so that a refresh cannot write the name back.
+        if let Some(name) = self.live().get_mut(sid) {
+            name.clear();
+        }
+        self.write(&[(sid.clone(), String::new())]).await
+    }
+
     async fn username(&self, sid: &SessionId) -> Result<Option<String>, BackendError> {
         Ok(redis::cmd("HGET").arg(session_key(sid)).arg("username").query_async(&mut self.conn.clone()).await?)
     }

@@ -232,8 +232,8 @@ impl Client {
 
     /// Reads what a chatroom client is sent first: `hello`, its `backlog`, and `presence`.
     pub async fn joined(&mut self) -> Joined {
-        let (event, _) = self.next_event().await;
-        assert_eq!(event, "hello", "{}: a chatroom client is greeted with hello first", self.label);
+        let (event, hello) = self.next_event().await;
+        assert_eq!(event, "hello", "{}: a chatroom client is greeted with hello first: {hello}", self.label);
         let (event, backlog) = self.next_event().await;
         assert_eq!(event, "backlog", "{}: the backlog comes next: {backlog}", self.label);
         let (event, presence) = self.next_event().await;

@@ -82,6 +82,13 @@ impl RedisServer {
         wait_for_port(self.port, "redis-server").await;
     }
 
+    /// Sends it a signal by name (`STOP`, `CONT`).
+    pub async fn signal(&self, name: &str) {
+        let pid = self.child.as_ref().and_then(Child::id).expect("running").to_string();
+        let status = Command::new("kill").args([&format!("-{name}"), &pid]).status().await.expect("run kill");
+        assert!(status.success(), "kill -{name} {pid} failed");
+    }
+
     /// Stops it (SIGKILL: connections drop at once, nothing is saved).
     pub async fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
