@@ -109,7 +109,7 @@ start() {
         # Rate limits are for people; the benchmark's senders send far faster.
         "$ROOT/target/release/server" --addr "127.0.0.1:$port" --node-name "node-$i" \
           --redis-url "redis://127.0.0.1:$redis_port/" --message-rate 1000000 --message-burst 1000000 \
-          --max-connections 100000 >>"$out/$system-$i.log" 2>&1 &
+          --max-connections 100000 --max-connections-per-address 100000 >>"$out/$system-$i.log" 2>&1 &
         ;;
       node)
         (cd "$node_peer" && PORT="$port" REDIS_URL="redis://127.0.0.1:$redis_port" exec node server.js) \

@@ -82,8 +82,9 @@ fi
 upstream=""
 for i in $(seq 1 "$nodes"); do
   node_port=$((port + i))
+  # nginx on this machine forwards the clients' addresses: the per-address limits count those.
   "$ROOT/target/release/server" --addr "127.0.0.1:$node_port" --redis-url "$redis_url" --node-name "node-$i" \
-    >"$work/node-$i.log" 2>&1 &
+    --trusted-proxies 127.0.0.1 >"$work/node-$i.log" 2>&1 &
   pids+=($!)
   echo $! >"$work/node-$i.pid"
   upstream+="    server 127.0.0.1:$node_port;"$'\n'

@@ -72,6 +72,12 @@ pub struct ListenSettings {
     /// (development) are. Requests from other origins are refused.
     #[arg(long, env = "CHATROOM_ALLOWED_ORIGINS", value_delimiter = ',')]
     pub allowed_origins: Vec<crate::security::Origin>,
+
+    /// Proxies (addresses or networks, comma-separated: `127.0.0.1,10.0.0.0/8`) whose
+    /// `X-Forwarded-For` this node believes: behind them, a request's source address is
+    /// the rightmost forwarded one that is not a listed proxy. Without any, the TCP peer.
+    #[arg(long, env = "CHATROOM_TRUSTED_PROXIES", value_delimiter = ',')]
+    pub trusted_proxies: Vec<crate::addresses::ProxyNet>,
 }
 
 /// What one client may send and hold.
@@ -94,19 +100,19 @@ pub struct LimitSettings {
           value_parser = clap::value_parser!(u32).range(16..=1_000_000))]
     pub client_queue: u32,
 
-    /// Chat lines a second one connection may send (steadily); more are refused.
+    /// Chat lines a second one user may send (steadily, over all its connections); more are refused.
     #[arg(long, env = "CHATROOM_MESSAGE_RATE", default_value_t = NonZeroU32::new(10).expect("not zero"))]
     pub message_rate: NonZeroU32,
 
-    /// Chat lines one connection may send at once before the rate applies.
+    /// Chat lines one user may send at once before the rate applies.
     #[arg(long, env = "CHATROOM_MESSAGE_BURST", default_value_t = NonZeroU32::new(50).expect("not zero"))]
     pub message_burst: NonZeroU32,
 
-    /// Renames a minute one connection may make (steadily).
+    /// Renames (names claimed, on connecting too) a minute one user may make (steadily).
     #[arg(long, env = "CHATROOM_RENAMES_PER_MINUTE", default_value_t = NonZeroU32::new(20).expect("not zero"))]
     pub renames_per_minute: NonZeroU32,
 
-    /// Renames one connection may make at once before the rate applies.
+    /// Renames one user may make at once before the rate applies.
     #[arg(long, env = "CHATROOM_RENAME_BURST", default_value_t = NonZeroU32::new(5).expect("not zero"))]
     pub rename_burst: NonZeroU32,
 
@@ -119,6 +125,17 @@ pub struct LimitSettings {
     #[arg(long, env = "CHATROOM_MAX_CONNECTIONS", default_value_t = 20_000,
           value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
     pub max_connections: u64,
+
+    /// Connections one source address may hold on this node; more are refused (429)
+    /// before the handshake.
+    #[arg(long, env = "CHATROOM_MAX_CONNECTIONS_PER_ADDRESS", default_value_t = 1_000,
+          value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
+    pub max_connections_per_address: u64,
+
+    /// How many times one user's rate of lines and renames one source address may use
+    /// (several people behind one address); a user's rates hold across its connections.
+    #[arg(long, env = "CHATROOM_ADDRESS_LIMIT_FACTOR", default_value_t = NonZeroU32::new(10).expect("not zero"))]
+    pub address_limit_factor: NonZeroU32,
 }
 
 /// The Redis that nodes share the room through.
@@ -355,14 +372,23 @@ impl Settings {
         Duration::from_secs(self.redis.session_ttl_secs)
     }
 
-    /// The per-connection rate limits.
+    /// The rate limits of users and addresses.
     pub fn rate_limits(&self) -> crate::limits::RateLimits {
-        crate::limits::RateLimits::new(
-            self.limits.message_rate,
-            self.limits.message_burst,
-            self.limits.renames_per_minute,
-            self.limits.rename_burst,
-            self.limits.flood_disconnect_after,
+        crate::limits::RateLimits::new(crate::limits::Rates {
+            messages_per_sec: self.limits.message_rate,
+            message_burst: self.limits.message_burst,
+            renames_per_min: self.limits.renames_per_minute,
+            rename_burst: self.limits.rename_burst,
+            address_factor: self.limits.address_limit_factor,
+            flood_after: self.limits.flood_disconnect_after,
+        })
+    }
+
+    /// How client addresses are found, and how many connections each may hold.
+    pub fn address_policy(&self) -> crate::addresses::AddressPolicy {
+        crate::addresses::AddressPolicy::new(
+            self.listen.trusted_proxies.clone(),
+            usize::try_from(self.limits.max_connections_per_address).unwrap_or(usize::MAX),
         )
     }
 

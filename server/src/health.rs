@@ -126,7 +126,7 @@ async fn readyz(State(health): State<Health>) -> Response {
 }
 
 /// Whether a request opens a new Socket.IO connection (it has no session id yet).
-fn opens_connection(request: &Request) -> bool {
+pub fn opens_connection(request: &Request) -> bool {
     request.uri().path().starts_with("/socket.io")
         && !request.uri().query().unwrap_or_default().split('&').any(|pair| pair.starts_with("sid="))
 }

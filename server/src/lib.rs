@@ -1,6 +1,7 @@
 //! The chatroom node: configuration, the chat service and its state backends, the
 //! Socket.IO handlers, and the axum application that serves page and socket together.
 
+pub mod addresses;
 pub mod backend;
 pub mod backlog;
 pub mod chat;

@@ -1,6 +1,7 @@
 //! Builds the node: the axum router (page, assets, Socket.IO on one port), the bus
 //! delivery task, and a bounded graceful shutdown.
 
+use crate::addresses::{self, PeerAddr};
 use crate::backend::BackendError;
 use crate::backend::redis::{RedisBus, RedisPresence, RedisSessions};
 use crate::chat::{Backends, ChatService};
@@ -125,7 +126,9 @@ impl Application {
             .ws_read_buffer_size(WS_READ_BUFFER_BYTES)
             .build_layer();
         let metrics = Arc::new(Metrics::default());
-        let realtime = Realtime::new(chat.clone(), &node_name, metrics.clone(), settings.rate_limits());
+        let addresses = Arc::new(settings.address_policy());
+        let realtime =
+            Realtime::new(chat.clone(), &node_name, metrics.clone(), settings.rate_limits(), addresses.clone());
         background.push(tokio::spawn(realtime.clone().sweep_presence()));
         let health = Health::new(&node_name, chat.clone()).with_capacity(
             realtime.connection_count(),
@@ -150,6 +153,7 @@ impl Application {
             .layer(axum::middleware::from_fn(request_head::own_request_head))
             // Outside the socket layer, so that a draining node refuses before a handshake.
             .layer(axum::middleware::from_fn_with_state(health.clone(), health::gate_connections))
+            .layer(axum::middleware::from_fn_with_state(addresses, addresses::tag_client))
             .merge(health::routes(health.clone()));
         // Metrics on their own address when one is given (kept off the public port).
         let router = match settings.listen.metrics_addr {
@@ -242,7 +246,8 @@ impl Application {
         let stop_serving = async move {
             let _ = drained_rx.wait_for(|drained| *drained).await;
         };
-        let serve = axum::serve(self.listener, self.router).with_graceful_shutdown(stop_serving).into_future();
+        let router = self.router.into_make_service_with_connect_info::<PeerAddr>();
+        let serve = axum::serve(self.listener, router).with_graceful_shutdown(stop_serving).into_future();
         let mut deadline_rx = stop_rx;
         let timeout = self.shutdown_timeout;
         let deadline = async move {

@@ -3,8 +3,10 @@
 
 use super::inbox::{EventQueue, Inbound};
 use super::member::Member;
+use crate::addresses::{AddressPolicy, ClientAddr};
 use crate::backend::SessionId;
 use crate::chat::{ChatService, Join, JoinName};
+use crate::limits::{ConnectionLimits, Verdict};
 use crate::metrics::Metrics;
 use app::protocol::{Notice, Refusal};
 use serde_json::Value;
@@ -17,20 +19,26 @@ pub(super) struct Connection {
     pub(super) member: Arc<Member>,
     /// Its session id.
     pub(super) sid: SessionId,
+    /// Where it comes from.
+    pub(super) addr: ClientAddr,
     /// Its queued events.
     pub(super) queue: Arc<EventQueue>,
+    /// The rate limits it draws from.
+    pub(super) limits: Arc<ConnectionLimits>,
     /// The chat's rules.
     pub(super) chat: Arc<ChatService>,
     /// The node's counters.
     pub(super) metrics: Arc<Metrics>,
     /// How many connections this node holds.
     pub(super) connected: Arc<AtomicUsize>,
+    /// How many each address holds.
+    pub(super) addresses: Arc<AddressPolicy>,
 }
 
 impl Connection {
     /// Handles the connection's events in arrival order, then closes its session.
     pub(super) async fn serve(self) {
-        let Self { member, sid, queue, chat, metrics, connected } = &self;
+        let Self { member, sid, queue, chat, metrics, connected, addresses, addr, .. } = &self;
         match chat.open_session(sid, &member.user).await {
             // The user is online already (another tab, or back within its grace period).
             Ok(Some(name)) => drop(member.set_name(Some(name))),
@@ -57,6 +65,7 @@ impl Connection {
         }
         metrics.clients.get_or_create(&member.labels).dec();
         connected.fetch_sub(1, Ordering::Relaxed);
+        addresses.closed(*addr);
     }
 
     async fn handle(&self, event: Inbound) {
@@ -104,7 +113,12 @@ impl Connection {
         }
         match join.name {
             JoinName::Keep(current) => member.outbox.reply(&Notice::name_set(&current)),
-            JoinName::Claim(name) => self.set_username(Some(Value::String(name))).await,
+            // A name presented on connecting is claimed like any other: within the limits.
+            JoinName::Claim(name) => match self.limits.check_rename() {
+                Verdict::Allowed => self.set_username(Some(Value::String(name))).await,
+                Verdict::Refused(refusal) => member.outbox.refuse(&refusal),
+                Verdict::Flooding => member.outbox.refuse(&Refusal::RenamesTooFast),
+            },
             JoinName::None => {}
         }
     }

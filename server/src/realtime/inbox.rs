@@ -143,9 +143,9 @@ pub(super) struct Inbox {
 }
 
 impl Inbox {
-    /// The inbox in front of `queue`, with the connection's own limits.
-    pub(super) fn new(queue: Arc<EventQueue>, limits: ConnectionLimits) -> Self {
-        Self { queue, limits: Arc::new(limits) }
+    /// The inbox in front of `queue`, with the connection's limits.
+    pub(super) fn new(queue: Arc<EventQueue>, limits: Arc<ConnectionLimits>) -> Self {
+        Self { queue, limits }
     }
 
     /// The connection's rate limits.

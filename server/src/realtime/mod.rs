@@ -17,6 +17,7 @@ mod inbox;
 mod member;
 mod outbox;
 
+use crate::addresses::{AddressPolicy, ClientAddr};
 use crate::backend::{SessionId, UserId};
 use crate::chat::ChatService;
 use crate::limits::RateLimits;
@@ -39,6 +40,8 @@ use tokio_util::task::TaskTracker;
 
 /// How often presence is swept (beats, grace periods over, dead nodes' users).
 const SWEEP_EVERY: Duration = Duration::from_secs(1);
+/// Every how many sweeps the rate limits forget users and addresses that went quiet.
+const FORGET_QUIET_EVERY: u64 = 10;
 
 /// What every connection's handlers share.
 #[derive(Clone)]
@@ -50,13 +53,20 @@ pub struct Realtime {
     tasks: TaskTracker,
     metrics: Arc<Metrics>,
     limits: RateLimits,
-    /// How many connections this node holds.
+    /// How many connections this node holds, in all and per source address.
     connected: Arc<AtomicUsize>,
+    addresses: Arc<AddressPolicy>,
 }
 
 impl Realtime {
     /// Handlers over `chat`, on the node named `node`.
-    pub fn new(chat: Arc<ChatService>, node: &str, metrics: Arc<Metrics>, limits: RateLimits) -> Self {
+    pub fn new(
+        chat: Arc<ChatService>,
+        node: &str,
+        metrics: Arc<Metrics>,
+        limits: RateLimits,
+        addresses: Arc<AddressPolicy>,
+    ) -> Self {
         Self {
             chat,
             node: node.into(),
@@ -65,6 +75,7 @@ impl Realtime {
             metrics,
             limits,
             connected: Arc::new(AtomicUsize::new(0)),
+            addresses,
         }
     }
 
@@ -94,8 +105,11 @@ impl Realtime {
     pub async fn sweep_presence(self) {
         let mut ticks = tokio::time::interval(SWEEP_EVERY);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
+        for tick in 0u64.. {
             ticks.tick().await;
+            if tick % FORGET_QUIET_EVERY == 0 {
+                self.limits.forget_quiet();
+            }
             match self.chat.sweep().await {
                 Ok(swept) => {
                     for member in swept.lost.iter().filter_map(|sid| self.hub.member(sid)) {
@@ -134,6 +148,7 @@ impl Realtime {
 
     fn on_connect(&self, socket: SocketRef, auth: Option<Value>) {
         let sid = SessionId::new(socket.id.to_string());
+        let addr = ClientAddr::of(&socket.req_parts().extensions).unwrap_or(ClientAddr::UNKNOWN);
         // Only clients that announce a protocol version get more than the legacy strings.
         let auth = auth.and_then(|auth| serde_json::from_value::<ClientAuth>(auth).ok());
         let user = match auth.as_ref().and_then(|auth| auth.key.as_ref()) {
@@ -153,6 +168,8 @@ impl Realtime {
         };
         self.metrics.clients.get_or_create(&labels).inc();
         self.connected.fetch_add(1, Ordering::Relaxed);
+        self.addresses.opened(addr);
+        let limits = Arc::new(self.limits.for_connection(user.clone(), addr));
         let outbox = Outbox::new(socket.clone(), auth.is_some(), self.metrics.clone());
         // A chatroom client's live events are held from the start: its backlog is read next.
         let feed = if auth.is_some() { Feed::Structured(Mutex::new(Cursor::joining())) } else { Feed::Legacy };
@@ -168,14 +185,17 @@ impl Realtime {
                 let _ = queue.push(Inbound::Join { after: auth.after, name: auth.name });
             }
         }
-        self.install_handlers(&socket, Inbox::new(queue.clone(), self.limits.for_connection()), &member);
+        self.install_handlers(&socket, Inbox::new(queue.clone(), limits.clone()), &member);
         let connection = Connection {
             member,
             sid,
+            addr,
             queue,
+            limits,
             chat: self.chat.clone(),
             metrics: self.metrics.clone(),
             connected: self.connected.clone(),
+            addresses: self.addresses.clone(),
         };
         self.tasks.spawn(connection.serve());
     }

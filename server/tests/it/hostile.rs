@@ -1,21 +1,10 @@
 //! The node against clients that mean harm or just misbehave: nothing they send may
 //! make it build unbounded packets, hold unbounded memory, or slow the others down.
 
-use crate::support::{Client, Node, RedisServer, get_json};
-use futures::{SinkExt, StreamExt};
+use crate::support::{Client, Node, RawSocket, RedisServer, get_json, raw_socket};
+use futures::StreamExt;
 use std::time::{Duration, Instant};
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
-
-type RawSocket = WebSocketStream<MaybeTlsStream<tokio::net::TcpStream>>;
-
-/// A raw WebSocket to a node's Socket.IO endpoint that has sent its CONNECT with `auth`.
-async fn raw_chatroom_socket(url: &str, auth: &str) -> RawSocket {
-    let ws_url = format!("{}/socket.io/?EIO=4&transport=websocket", url.replacen("http", "ws", 1));
-    let (mut socket, _) = tokio_tungstenite::connect_async(ws_url).await.expect("WebSocket handshake");
-    socket.send(Message::text(format!("40{auth}"))).await.expect("send CONNECT");
-    socket
-}
 
 /// Reads frames until the `backlog` packet; returns its text.
 async fn backlog_frame(socket: &mut RawSocket) -> String {
@@ -63,7 +52,7 @@ async fn a_flood_of_heavy_lines_and_clients_resuming_that_never_read_stay_bounde
     // 30 clients resume from the oldest position and never read a byte.
     let mut silent = Vec::new();
     for _ in 0..30 {
-        silent.push(raw_chatroom_socket(&node.url(), &auth).await);
+        silent.push(raw_socket(&node.url(), Some(&auth), &[]).await.expect("admitted"));
     }
     // Meanwhile a calm client chats and the node stays ready.
     let mut calm = Client::named(&node.url(), "calm").await;
@@ -76,7 +65,7 @@ async fn a_flood_of_heavy_lines_and_clients_resuming_that_never_read_stay_bounde
         assert_eq!(get_json(&node.url(), "/readyz").await.0, 200, "ready while clients resume");
     }
     // One that reads: what every one of them was sent.
-    let mut reader = raw_chatroom_socket(&node.url(), &auth).await;
+    let mut reader = raw_socket(&node.url(), Some(&auth), &[]).await.expect("admitted");
     let frame = backlog_frame(&mut reader).await;
     let rss_after = node.rss_kib();
     println!(

@@ -7,11 +7,13 @@ mod app;
 mod client;
 mod http;
 mod processes;
+mod raw;
 
 pub use app::{spawn_app, spawn_app_with};
 pub use client::*;
 pub use http::{get_json, host_of, http_get, http_get_with};
 pub use processes::{Node, RedisServer};
+pub use raw::{RawSocket, raw_socket};
 
 use std::path::PathBuf;
 use std::time::Duration;
