@@ -1,29 +1,65 @@
 //! When two names are the same name: uniqueness compares folded forms, so that look-alike
 //! spellings of one name cannot be held by two users at once.
 //!
-//! The fold is `casefold(skeleton(NFKC(name)))` without invisible characters: NFKC makes
+//! A fold is `casefold(skeleton(NFKC(name)))` without invisible characters: NFKC makes
 //! width and compatibility forms one (`ａｎｎ`, `ann`); the UTS #39 confusable skeleton
-//! makes look-alike letters of other scripts one (Cyrillic `аnn`, `AI` and `Al`); the
-//! skeleton is case-sensitive, so case is folded after it.
+//! makes look-alike letters of other scripts one (Cyrillic `аnn`; `AI` and `Al`); case is
+//! folded after it, as the skeleton is case-sensitive. Being case-sensitive, the skeleton
+//! also sends one letter in two cases to different places (`I` to `l` but `i` to `i`, `m`
+//! to `rn` but `M` to `M`), so one fold alone would take `UNIQUE` and `Unique` for two
+//! names. A name therefore has up to three keys, the folds of it as written, in lower case
+//! and in upper case, and two names are the same when they share a key.
 
 use app::protocol::Username;
 use unicode_normalization::UnicodeNormalization;
 use unicode_security::confusable_detection::skeleton;
 
-/// The form of a name that uniqueness compares.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+/// One folded form of a name.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct FoldedName(String);
 
 impl FoldedName {
-    /// The folded form of `name`.
-    pub fn of(name: &Username) -> Self {
-        let visible: String = name.as_str().nfkc().filter(|c| !is_invisible(*c)).collect();
+    fn fold(text: &str) -> Self {
+        let visible: String = text.nfkc().filter(|c| !is_invisible(*c)).collect();
         Self(skeleton(&visible).filter(|c| !is_invisible(*c)).flat_map(char::to_lowercase).collect())
     }
 
     /// The folded form as stored.
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+}
+
+/// The keys that uniqueness compares a name by: two names are the same when they share one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NameKeys(Vec<FoldedName>);
+
+impl NameKeys {
+    /// The keys of `name`.
+    pub fn of(name: &Username) -> Self {
+        let name = name.as_str();
+        let lower: String = name.chars().flat_map(char::to_lowercase).collect();
+        let upper: String = name.chars().flat_map(char::to_uppercase).collect();
+        let mut keys: Vec<FoldedName> = [name, &lower, &upper].into_iter().map(FoldedName::fold).collect();
+        keys.sort();
+        keys.dedup();
+        Self(keys)
+    }
+
+    /// Each key.
+    pub fn iter(&self) -> impl Iterator<Item = &FoldedName> {
+        self.0.iter()
+    }
+
+    /// Whether the two names are one.
+    pub fn shares_a_key(&self, other: &Self) -> bool {
+        self.0.iter().any(|key| other.0.contains(key))
+    }
+
+    /// The keys in one string, one a line (names hold no control characters), as Redis
+    /// keeps them.
+    pub fn joined(&self) -> String {
+        self.0.iter().map(FoldedName::as_str).collect::<Vec<_>>().join("\n")
     }
 }
 
@@ -42,21 +78,24 @@ fn is_invisible(c: char) -> bool {
 mod tests {
     use super::*;
 
-    fn fold(raw: &str) -> FoldedName {
-        FoldedName::of(&Username::parse(raw).unwrap())
+    fn same(a: &str, b: &str) -> bool {
+        NameKeys::of(&Username::parse(a).unwrap()).shares_a_key(&NameKeys::of(&Username::parse(b).unwrap()))
     }
 
     #[test]
     fn case_width_composition_and_invisible_characters_do_not_count() {
-        for same in ["zoe\u{308}", " ZOË ", "Ｚｏë", "Zo\u{200B}ë"] {
-            assert_eq!(fold(same), fold("Zoë"), "{same:?}");
+        for other in ["zoe\u{308}", " ZOË ", "Ｚｏë", "Zo\u{200B}ë"] {
+            assert!(same(other, "Zoë"), "{other:?}");
         }
-        assert_ne!(fold("Zoe"), fold("Zoë"));
+        assert!(!same("Zoe", "Zoë"));
+        for (a, b) in [("UNIQUE", "Unique"), ("BILL", "bill"), ("Kim", "KIM"), ("MIMI", "mimi")] {
+            assert!(same(a, b), "{a} and {b} differ only in case");
+        }
     }
 
     #[test]
     fn look_alikes_of_other_scripts_and_hidden_marks_are_one_name() {
-        for same in [
+        for other in [
             "\u{430}nn",       // Cyrillic a
             "ANN",             // case
             "ann\u{61C}",      // Arabic letter mark
@@ -67,10 +106,12 @@ mod tests {
             "a\u{FFA0}nn",     // half-width Hangul filler
             "\u{391}\u{39D}N", // Greek capitals
         ] {
-            assert_eq!(fold(same), fold("ann"), "{same:?}");
+            assert!(same(other, "ann"), "{other:?}");
         }
-        assert_eq!(fold("AI"), fold("Al"), "capital I and small L");
-        assert_ne!(fold("ann"), fold("anna"));
-        assert_ne!(fold("bob"), fold("rob"));
+        assert!(same("AI", "Al"), "capital I and small L");
+        assert!(same("rn", "m"), "r n and m");
+        assert!(!same("ann", "anna"));
+        assert!(!same("bob", "rob"));
+        assert!(!same("ann", "ian"));
     }
 }

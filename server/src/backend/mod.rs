@@ -108,7 +108,7 @@ impl UserId {
 /// The outcome of a user asking for a name.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Claim {
-    /// Another online user has it (compared by [`FoldedName`](crate::names::FoldedName)).
+    /// Another online user has it (names compared by their [`NameKeys`](crate::names::NameKeys)).
     Taken,
     /// The user already had exactly this name: nothing was announced.
     Unchanged,
@@ -128,7 +128,7 @@ pub trait Presence: Send + Sync {
     async fn connect(&self, user: &UserId, sid: &SessionId) -> Result<Option<Username>, BackendError>;
 
     /// Gives `user` the name `name` unless another online user has one with the same
-    /// [`FoldedName`](crate::names::FoldedName); announces a join or a rename.
+    /// [`NameKeys`](crate::names::NameKeys) key; announces a join or a rename.
     async fn claim(&self, user: &UserId, sid: &SessionId, name: &Username) -> Result<Claim, BackendError>;
 
     /// A connection closed. When it was the user's last, the user leaves once `grace`

@@ -172,6 +172,15 @@ async fn a_name_in_use_is_refused_on_every_node_and_a_race_has_exactly_one_winne
     chatroom.set_username("ＡＮＮ").await;
     let refused = chatroom.wait_for("notice", |n| n["kind"] == "refused", |_, _| {}).await;
     assert_eq!(refused["text"], r#"Username "ＡＮＮ" is already taken. Choose another one."#);
+    // Look-alikes of it are the same name, also on the other node: Cyrillic, a hidden mark,
+    // capital I for small l.
+    let mut bill = Client::named(&node1.url(), "Bill").await;
+    for same in ["\u{412}ill", "Bill\u{FE0F}", "BiII", "BILL"] {
+        other.set_username(same).await;
+        assert_eq!(other.next_message().await, format!(r#"Username "{same}" is already taken. Choose another one."#));
+    }
+    bill.set_username("Bil").await;
+    assert_eq!(bill.next_message().await, "Your username is set to Bil");
     // Without a name it still cannot post; its own case change is fine for the owner.
     other.send("hello").await;
     assert_eq!(other.next_message().await, "Failed to send the message. Specify a username first.");

@@ -3,7 +3,7 @@
 
 use super::MemoryBus;
 use crate::backend::{BackendError, Claim, Presence, SessionId, Swept, UserId};
-use crate::names::FoldedName;
+use crate::names::{FoldedName, NameKeys};
 use app::protocol::{PresenceList, RoomEvent, Username};
 use async_trait::async_trait;
 use parking_lot::{Mutex, MutexGuard};
@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 /// One online user of the in-memory presence.
 #[derive(Default)]
 struct OnlineUser {
-    /// The name and its folded form, once it took one.
-    name: Option<(Username, FoldedName)>,
+    /// The name and its keys, once it took one.
+    name: Option<(Username, NameKeys)>,
     conns: HashSet<SessionId>,
     /// When it leaves unless a connection comes back; set while it has none.
     leaves_at: Option<Instant>,
@@ -24,7 +24,7 @@ struct OnlineUser {
 #[derive(Default)]
 struct Roster {
     users: HashMap<UserId, OnlineUser>,
-    /// Folded name to its owner.
+    /// Each key of a name held to its owner.
     owners: HashMap<FoldedName, UserId>,
 }
 
@@ -47,12 +47,19 @@ impl MemoryPresence {
     /// Removes a user with no connection left, announcing its leave if it had a name.
     fn leave(&self, roster: &mut Roster, user: &UserId) -> bool {
         let Some(gone) = roster.users.remove(user) else { return false };
-        let Some((name, folded)) = gone.name else { return false };
-        if roster.owners.get(&folded) == Some(user) {
-            roster.owners.remove(&folded);
-        }
+        let Some((name, keys)) = gone.name else { return false };
+        release(roster, &keys, user);
         self.bus.append(RoomEvent::Left { author: name.to_string() }, None);
         true
+    }
+}
+
+/// Frees the keys of a name `user` held.
+fn release(roster: &mut Roster, keys: &NameKeys, user: &UserId) {
+    for key in keys.iter() {
+        if roster.owners.get(key) == Some(user) {
+            roster.owners.remove(key);
+        }
     }
 }
 
@@ -67,26 +74,26 @@ impl Presence for MemoryPresence {
     }
 
     async fn claim(&self, user: &UserId, sid: &SessionId, name: &Username) -> Result<Claim, BackendError> {
-        let folded = FoldedName::of(name);
+        let keys = NameKeys::of(name);
         let mut roster = self.roster();
-        if roster.owners.get(&folded).is_some_and(|owner| owner != user) {
+        if keys.iter().any(|key| roster.owners.get(key).is_some_and(|owner| owner != user)) {
             return Ok(Claim::Taken);
         }
         let online = roster.users.entry(user.clone()).or_default();
         online.conns.insert(sid.clone());
         online.leaves_at = None;
-        let previous = online.name.replace((name.clone(), folded.clone()));
+        let previous = online.name.replace((name.clone(), keys.clone()));
         let (claim, event) = match previous {
             Some((old, _)) if old == *name => return Ok(Claim::Unchanged),
-            Some((old, old_folded)) => {
-                if old_folded != folded {
-                    roster.owners.remove(&old_folded);
-                }
+            Some((old, old_keys)) => {
+                release(&mut roster, &old_keys, user);
                 (Claim::Renamed, RoomEvent::Renamed { author: name.to_string(), from: old.to_string() })
             }
             None => (Claim::Joined, RoomEvent::Joined { author: name.to_string() }),
         };
-        roster.owners.insert(folded, user.clone());
+        for key in keys.iter() {
+            roster.owners.insert(key.clone(), user.clone());
+        }
         self.bus.append(event, Some(user.clone()));
         Ok(claim)
     }

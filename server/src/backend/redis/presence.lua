@@ -4,8 +4,8 @@
 --
 -- ARGV: operation, this node's name, the stream's MAXLEN, then the operation's own.
 -- Keys (one Redis, not Redis Cluster):
---   P..'users'        hash  user -> name          P..'folds'  hash user -> folded name
---   P..'names'        hash  folded name -> user   P..'grace'  zset user -> leave deadline (ms)
+--   P..'users'        hash  user -> name          P..'folds'  hash user -> its name's keys
+--   P..'names'        hash  name key -> user      P..'grace'  zset user -> leave deadline (ms)
 --   P..'conns:'..user set   of sids               P..'node:'..node  set of "sid|user"
 --   P..'nodes'        zset  node -> last beat (ms)
 --   P..'steady'       hash  node -> since when its beats came without a gap (ms)
@@ -28,10 +28,37 @@ local function attach(user, sid)
   redis.call('ZREM', P .. 'grace', user)
 end
 
-local function take_name(user, name, folded)
-  redis.call('HSET', P .. 'names', folded, user)
+-- A name's keys (names.rs), one a line: two names are the same when they share one.
+local function keys_of(joined)
+  local keys = {}
+  for key in string.gmatch(joined, '[^\n]+') do table.insert(keys, key) end
+  return keys
+end
+
+-- The user other than `user` holding one of these keys, if any.
+local function other_owner(keys, user)
+  for _, key in ipairs(keys) do
+    local owner = redis.call('HGET', P .. 'names', key)
+    if owner and owner ~= user then return owner end
+  end
+  return false
+end
+
+-- Frees the keys of the name `user` holds.
+local function release_name(user)
+  local held = redis.call('HGET', P .. 'folds', user)
+  if held then
+    for _, key in ipairs(keys_of(held)) do
+      if redis.call('HGET', P .. 'names', key) == user then redis.call('HDEL', P .. 'names', key) end
+    end
+  end
+  redis.call('HDEL', P .. 'folds', user)
+end
+
+local function take_name(user, name, joined)
+  for _, key in ipairs(keys_of(joined)) do redis.call('HSET', P .. 'names', key, user) end
   redis.call('HSET', P .. 'users', user, name)
-  redis.call('HSET', P .. 'folds', user, folded)
+  redis.call('HSET', P .. 'folds', user, joined)
 end
 
 -- A user with no connection left goes: its name is freed and, if it had one, its
@@ -40,12 +67,8 @@ local function leave(user)
   redis.call('ZREM', P .. 'grace', user)
   local name = redis.call('HGET', P .. 'users', user)
   if not name then return 0 end
-  local folded = redis.call('HGET', P .. 'folds', user)
+  release_name(user)
   redis.call('HDEL', P .. 'users', user)
-  redis.call('HDEL', P .. 'folds', user)
-  if folded and redis.call('HGET', P .. 'names', folded) == user then
-    redis.call('HDEL', P .. 'names', folded)
-  end
   publish({kind = 'left', author = name})
   return 1
 end
@@ -73,15 +96,13 @@ if op == 'connect' then
   attach(user, sid)
   return redis.call('HGET', P .. 'users', user)
 elseif op == 'claim' then
-  local user, sid, name, folded = ARGV[4], ARGV[5], ARGV[6], ARGV[7]
+  local user, sid, name, joined = ARGV[4], ARGV[5], ARGV[6], ARGV[7]
   attach(user, sid)
-  local owner = redis.call('HGET', P .. 'names', folded)
-  if owner and owner ~= user then return 'taken' end
+  if other_owner(keys_of(joined), user) then return 'taken' end
   local old = redis.call('HGET', P .. 'users', user)
   if old == name then return 'unchanged' end
-  local old_folded = redis.call('HGET', P .. 'folds', user)
-  if old_folded and old_folded ~= folded then redis.call('HDEL', P .. 'names', old_folded) end
-  take_name(user, name, folded)
+  release_name(user)
+  take_name(user, name, joined)
   if old then
     publish({kind = 'renamed', author = name, from = old}, user)
     return 'renamed'
@@ -135,7 +156,7 @@ elseif op == 'sweep' then
   return {redis.call('SCARD', P .. 'node:' .. node), left}
 elseif op == 'sync' then
   -- Makes this node's set exactly its live connections (ARGV[5..] in fours: sid, user,
-  -- name, folded name), after Redis lost data or the node was taken for dead. A name
+  -- name, the name's keys), after Redis lost data or the node was taken for dead. A name
   -- comes back only if nobody took it meanwhile. Returns how many left, then the sids
   -- of connections whose name another user took meanwhile (they have none now).
   local grace_ms = tonumber(ARGV[4])
@@ -151,11 +172,11 @@ elseif op == 'sync' then
   end
   local lost = {}
   for i = 5, #ARGV, 4 do
-    local sid, user, name, folded = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
+    local sid, user, name, joined = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
     attach(user, sid)
     if name ~= '' and redis.call('HEXISTS', P .. 'users', user) == 0 then
-      if redis.call('HEXISTS', P .. 'names', folded) == 0 then
-        take_name(user, name, folded)
+      if not other_owner(keys_of(joined), user) then
+        take_name(user, name, joined)
         publish({kind = 'joined', author = name}, user)
       else
         table.insert(lost, sid)

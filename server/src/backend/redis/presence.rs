@@ -8,7 +8,7 @@
 
 use super::connect;
 use crate::backend::{BackendError, Claim, Presence, SessionId, Swept, UserId};
-use crate::names::FoldedName;
+use crate::names::NameKeys;
 use app::protocol::{PresenceList, Username};
 use async_trait::async_trait;
 use parking_lot::{Mutex, MutexGuard};
@@ -76,13 +76,15 @@ impl RedisPresence {
     /// Writes this node's live connections back as they are here.
     async fn sync(&self) -> Result<Swept, BackendError> {
         let live: Vec<(SessionId, LiveConnection)> = self.live().iter().map(|(s, c)| (s.clone(), c.clone())).collect();
-        let folded: Vec<Option<FoldedName>> =
-            live.iter().map(|(_, (_, name))| name.as_ref().map(FoldedName::of)).collect();
+        let keys: Vec<String> = live
+            .iter()
+            .map(|(_, (_, name))| name.as_ref().map_or_else(String::new, |name| NameKeys::of(name).joined()))
+            .collect();
         let grace_ms = self.grace.as_millis().to_string();
         let mut args: Vec<&str> = vec![&grace_ms];
-        for ((sid, (user, name)), folded) in live.iter().zip(&folded) {
+        for ((sid, (user, name)), keys) in live.iter().zip(&keys) {
             let name = name.as_ref().map_or("", Username::as_str);
-            args.extend([sid.as_str(), user.as_str(), name, folded.as_ref().map_or("", FoldedName::as_str)]);
+            args.extend([sid.as_str(), user.as_str(), name, keys.as_str()]);
         }
         let mut reply: Vec<String> = self.run("sync", &args).await?;
         if reply.is_empty() {
@@ -127,8 +129,8 @@ impl Presence for RedisPresence {
     }
 
     async fn claim(&self, user: &UserId, sid: &SessionId, name: &Username) -> Result<Claim, BackendError> {
-        let folded = FoldedName::of(name);
-        let outcome: String = self.run("claim", &[user.as_str(), sid.as_str(), name.as_str(), folded.as_str()]).await?;
+        let keys = NameKeys::of(name).joined();
+        let outcome: String = self.run("claim", &[user.as_str(), sid.as_str(), name.as_str(), &keys]).await?;
         let claim = match outcome.as_str() {
             "taken" => return Ok(Claim::Taken),
             "unchanged" => Claim::Unchanged,
