@@ -80,6 +80,7 @@ else
 fi
 
 upstream=""
+sticky=""
 for i in $(seq 1 "$nodes"); do
   node_port=$((port + i))
   # nginx on this machine forwards the clients' addresses: the per-address limits count those.
@@ -87,7 +88,9 @@ for i in $(seq 1 "$nodes"); do
     --trusted-proxies 127.0.0.1 >"$work/node-$i.log" 2>&1 &
   pids+=($!)
   echo $! >"$work/node-$i.pid"
-  upstream+="    server 127.0.0.1:$node_port;"$'\n'
+  upstream+="    server 127.0.0.1:$node_port"
+  sticky+="    server 127.0.0.1:$node_port max_fails=0;"$'\n'
+  upstream+=";"$'\n'
 done
 for i in $(seq 1 "$nodes"); do wait_for "http://127.0.0.1:$((port + i))/" "node-$i"; done
 
@@ -97,7 +100,7 @@ upstream chatroom_any {
 $upstream}
 upstream chatroom_sticky {
     ip_hash;
-$upstream}
+$sticky}
 EOF
 echo "listen 127.0.0.1:$port;" >"$work/chatroom-listen.conf"
 cat >"$work/nginx.conf" <<EOF

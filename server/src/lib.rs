@@ -14,6 +14,7 @@ pub mod names;
 pub mod realtime;
 pub mod request_head;
 pub mod security;
+pub mod serve;
 pub mod startup;
 pub mod telemetry;
 pub mod tls;

@@ -16,7 +16,7 @@ async fn main() -> anyhow::Result<()> {
     }
     let app = Application::build(settings).await.context("cannot start the chatroom")?;
     tracing::info!(url = %app.url(), "chatroom is listening");
-    app.run_until_stopped(shutdown_signal()).await.context("server error")?;
+    app.run_until_stopped(shutdown_signal()).await;
     tracing::info!("chatroom stopped");
     Ok(())
 }

@@ -1,7 +1,7 @@
 //! Builds the node: the axum router (page, assets, Socket.IO on one port), the bus
 //! delivery task, and a bounded graceful shutdown.
 
-use crate::addresses::{self, PeerAddr};
+use crate::addresses;
 use crate::backend::BackendError;
 use crate::backend::redis::{RedisBus, RedisPresence, RedisSessions};
 use crate::chat::{Backends, ChatService};
@@ -217,7 +217,7 @@ impl Application {
     /// at once; after the drain delay, every event published so far delivered here, then
     /// the clients told to reconnect (their transport is closed, so they come back through
     /// the load balancer elsewhere) and their sessions closed. Exits by the shutdown bound.
-    pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
+    pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send + 'static) {
         let (stop_tx, stop_rx) = watch::channel(false);
         tokio::spawn(async move {
             shutdown.await;
@@ -246,26 +246,21 @@ impl Application {
         let stop_serving = async move {
             let _ = drained_rx.wait_for(|drained| *drained).await;
         };
-        let router = self.router.into_make_service_with_connect_info::<PeerAddr>();
-        let serve = axum::serve(self.listener, router).with_graceful_shutdown(stop_serving).into_future();
+        let serve = crate::serve::serve(self.listener, self.router, stop_serving);
         let mut deadline_rx = stop_rx;
         let timeout = self.shutdown_timeout;
         let deadline = async move {
             let _ = deadline_rx.wait_for(|stop| *stop).await;
             tokio::time::sleep(timeout).await;
         };
-        let result = tokio::select! {
-            result = serve => result,
-            () = deadline => {
-                tracing::warn!(?timeout, "still draining at the shutdown deadline; exiting anyway");
-                Ok(())
-            }
-        };
+        tokio::select! {
+            () = serve => {}
+            () = deadline => tracing::warn!(?timeout, "still draining at the shutdown deadline; exiting anyway"),
+        }
         draining.abort();
         for task in &self.background {
             task.abort();
         }
-        result
     }
 }
 

@@ -1,5 +1,7 @@
 //! Native TLS (rustls) for nodes that serve `https`/`wss` without a load balancer in
-//! front: a listener that hands axum connections whose TLS handshake is done.
+//! front: a listener that hands the server connections whose TLS handshake is done. At
+//! most 256 handshakes run at once, each for at most 10 s: connections that never finish
+//! one cannot pile up.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -7,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use thiserror::Error;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc;
+use tokio::sync::{Semaphore, mpsc};
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::rustls::ServerConfig;
 use tokio_rustls::rustls::pki_types::pem::PemObject;
@@ -17,8 +19,10 @@ use tokio_util::either::Either;
 
 /// A handshake slower than this is dropped, so it cannot hold a slot for long.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Connections whose handshake is done, waiting for axum to take them.
+/// Connections whose handshake is done, waiting for the server to take them.
 const READY_QUEUE: usize = 256;
+/// Handshakes under way at once; further connections wait in the kernel's queue.
+const HANDSHAKES_AT_ONCE: usize = 256;
 
 /// Why the TLS settings cannot be used.
 #[derive(Debug, Error)]
@@ -65,8 +69,11 @@ impl NodeListener {
         let addr = listener.local_addr()?;
         let (ready_tx, ready) = mpsc::channel(READY_QUEUE);
         let acceptor = TlsAcceptor::from(config);
+        let handshakes = Arc::new(Semaphore::new(HANDSHAKES_AT_ONCE));
         tokio::spawn(async move {
             loop {
+                // Never closed: a turn always comes.
+                let Ok(turn) = handshakes.clone().acquire_owned().await else { return };
                 let (stream, peer) = match listener.accept().await {
                     Ok(accepted) => accepted,
                     Err(err) => {
@@ -77,6 +84,7 @@ impl NodeListener {
                 };
                 let (acceptor, handed) = (acceptor.clone(), ready_tx.clone());
                 tokio::spawn(async move {
+                    let _turn = turn;
                     match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
                         Ok(Ok(tls)) => drop(handed.send((tls, peer)).await),
                         Ok(Err(err)) => tracing::debug!(%peer, %err, "TLS handshake failed"),

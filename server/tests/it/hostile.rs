@@ -1,9 +1,10 @@
 //! The node against clients that mean harm or just misbehave: nothing they send may
 //! make it build unbounded packets, hold unbounded memory, or slow the others down.
 
-use crate::support::{Client, Node, RawSocket, RedisServer, get_json, raw_socket};
+use crate::support::{Client, Node, RawSocket, RedisServer, get_json, raw_socket, spawn_app};
 use futures::StreamExt;
 use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_tungstenite::tungstenite::Message;
 
 /// Reads frames until the `backlog` packet; returns its text.
@@ -77,4 +78,18 @@ async fn a_flood_of_heavy_lines_and_clients_resuming_that_never_read_stay_bounde
     assert!(rss_after < rss_before + 64 * 1024, "the node grew from {rss_before} to {rss_after} KiB");
     assert!(slowest < Duration::from_millis(100), "a calm client's round trip took {slowest:?}");
     drop(silent);
+}
+
+#[tokio::test]
+async fn a_client_that_trickles_its_headers_is_cut_off() {
+    let app = spawn_app().await;
+    let mut slow = tokio::net::TcpStream::connect(app.addr).await.expect("connect");
+    slow.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n").await.expect("write a part of a head");
+    let started = Instant::now();
+    let mut rest = Vec::new();
+    // The node answers 408 or closes once the head is 10 s late; either way the socket ends.
+    let read = tokio::time::timeout(Duration::from_secs(20), slow.read_to_end(&mut rest)).await;
+    assert!(read.is_ok(), "the socket was still open after 20 s");
+    println!("a trickled head was cut off after {:?}", started.elapsed());
+    assert!(started.elapsed() >= Duration::from_secs(9), "cut off before the 10 s header timeout");
 }

@@ -2,7 +2,7 @@
 //! `deploy/nginx/chatroom.conf`) and what clients see through the load balancer.
 
 use crate::support::{
-    Client, Kind, Transport, assert_exactly_once, free_port, free_port_range, lines_until, resumed_through,
+    Client, Kind, Transport, assert_exactly_once, free_port, free_port_range, http_get, lines_until, resumed_through,
     workspace_root,
 };
 use serde_json::json;
@@ -20,6 +20,11 @@ struct Cluster {
 
 impl Cluster {
     async fn start() -> Cluster {
+        Self::start_with(&[]).await
+    }
+
+    /// Starts it with more environment (the nodes take their `CHATROOM_*` settings from it).
+    async fn start_with(env: &[(&str, &str)]) -> Cluster {
         assert!(
             workspace_root().join("target/release/server").exists(),
             "scripts/cluster.sh runs the release build: run `cargo leptos build --release` first (scripts/test.sh does)"
@@ -33,6 +38,7 @@ impl Cluster {
             .env_remove("REDIS_URL")
             // Tests send bursts far above a person's pace.
             .env("CHATROOM_MESSAGE_BURST", "1000000")
+            .envs(env.iter().copied())
             // Its own process group, so that a failing test can stop all it started.
             .process_group(0)
             .stdout(Stdio::piped())
@@ -57,10 +63,15 @@ impl Cluster {
 
     /// Ends node `name` like a crash.
     async fn kill9(&self, name: &str) {
+        self.signal(name, "KILL").await;
+    }
+
+    /// Sends node `name` a signal (`KILL`, `TERM`).
+    async fn signal(&self, name: &str, signal: &str) {
         let pid_file = workspace_root().join(format!("target/cluster-{}/{name}.pid", self.port));
         let pid = std::fs::read_to_string(&pid_file).expect("the node's pid file");
-        let status = Command::new("kill").args(["-KILL", pid.trim()]).status().await.expect("kill");
-        assert!(status.success(), "kill -9 {name} failed");
+        let status = Command::new("kill").args([&format!("-{signal}"), pid.trim()]).status().await.expect("kill");
+        assert!(status.success(), "kill -{signal} {name} failed");
     }
 
     /// SIGTERM, as Ctrl-C would: everything the command started must stop.
@@ -171,4 +182,38 @@ async fn a_client_resumes_through_nginx_on_the_other_node_after_its_node_is_kill
     let live = lines_until(&mut back, "69").await;
     assert_exactly_once("live after the resume", &live, 60, 69);
     cluster.stop().await;
+}
+
+#[tokio::test]
+async fn a_draining_node_keeps_its_pinned_polling_clients_until_it_lets_them_go() {
+    let cluster =
+        Cluster::start_with(&[("CHATROOM_DRAIN_DELAY_SECS", "4"), ("CHATROOM_SHUTDOWN_TIMEOUT_SECS", "15")]).await;
+    let host = cluster.url.trim_start_matches("http://").to_owned();
+    assert_eq!(http_get(&host, "/metrics").await.0, 404, "metrics are not public behind nginx");
+    // Polling clients are pinned by address: this one and every later one go to `pinned`.
+    let mut polling =
+        Client::connect_with_auth(&cluster.url, Transport::Polling, json!({"v": 1, "key": "pinned-key-0123456789"}))
+            .await;
+    let pinned = node_of(&mut polling).await;
+    polling.wait_for("presence", |_| true, |_, _| {}).await;
+    let other = if pinned == "node-1" { 2 } else { 1 };
+    let mut sender = Client::named(&cluster.node_url(other), "s").await;
+
+    cluster.signal(&pinned, "TERM").await;
+    // A new connection reaches the draining node, gets 503, and nginx takes it elsewhere.
+    let handshake = "/socket.io/?EIO=4&transport=polling";
+    let (status, body) = http_get(&host, handshake).await;
+    assert_eq!(status, 200, "nginx retried the new connection on the other node: {body}");
+    // The pinned client still polls its own node, which still delivers during its drain
+    // delay: poll after poll (each line ends one long poll, and the next must reach the
+    // same node).
+    for n in 0..3 {
+        let text = format!("during the drain {n}");
+        sender.send(&text).await;
+        let line = polling.wait_for("line", |line| line["text"] == text.as_str(), |_, _| {}).await;
+        assert_eq!(line["author"], "s");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    // Then the node lets it go.
+    polling.until_disconnected().await;
 }
