@@ -9,7 +9,7 @@ use crate::configuration::RedisUrl;
 use crate::configuration::Settings;
 use crate::health::{self, Health};
 use crate::metrics::{self, Metrics};
-use crate::realtime::Realtime;
+use crate::realtime::{self, Pacers, Realtime};
 use crate::request_head;
 use crate::security::{self, AllowedOrigins};
 use crate::tls::{self, NodeListener, TlsError};
@@ -127,8 +127,16 @@ impl Application {
             .build_layer();
         let metrics = Arc::new(Metrics::default());
         let addresses = Arc::new(settings.address_policy());
-        let realtime =
-            Realtime::new(chat.clone(), &node_name, metrics.clone(), settings.rate_limits(), addresses.clone());
+        let pacers =
+            Arc::new(Pacers::new(io.clone(), usize::try_from(settings.limits.client_queue).unwrap_or(usize::MAX)));
+        let realtime = Realtime::new(
+            chat.clone(),
+            &node_name,
+            metrics.clone(),
+            settings.rate_limits(),
+            addresses.clone(),
+            pacers.clone(),
+        );
         background.push(tokio::spawn(realtime.clone().sweep_presence()));
         let health = Health::new(&node_name, chat.clone()).with_capacity(
             realtime.connection_count(),
@@ -150,6 +158,8 @@ impl Application {
             // The wasm, JS and CSS under /pkg and the files of public/ all sit in the site root.
             .fallback_service(ServeDir::new(site.site_root.as_ref()))
             .layer(socket_layer)
+            // Outside the socket layer, so that it sees each poll answered.
+            .layer(axum::middleware::from_fn_with_state(pacers, realtime::watch_polls))
             .layer(axum::middleware::from_fn(request_head::own_request_head))
             // Outside the socket layer, so that a draining node refuses before a handshake.
             .layer(axum::middleware::from_fn_with_state(health.clone(), health::gate_connections))

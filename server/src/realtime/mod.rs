@@ -16,6 +16,9 @@ mod hub;
 mod inbox;
 mod member;
 mod outbox;
+mod polling;
+
+pub use polling::{Pacers, watch_polls};
 
 use crate::addresses::{AddressPolicy, ClientAddr};
 use crate::backend::{SessionId, UserId};
@@ -56,6 +59,7 @@ pub struct Realtime {
     /// How many connections this node holds, in all and per source address.
     connected: Arc<AtomicUsize>,
     addresses: Arc<AddressPolicy>,
+    pacers: Arc<Pacers>,
 }
 
 impl Realtime {
@@ -66,6 +70,7 @@ impl Realtime {
         metrics: Arc<Metrics>,
         limits: RateLimits,
         addresses: Arc<AddressPolicy>,
+        pacers: Arc<Pacers>,
     ) -> Self {
         Self {
             chat,
@@ -76,6 +81,7 @@ impl Realtime {
             limits,
             connected: Arc::new(AtomicUsize::new(0)),
             addresses,
+            pacers,
         }
     }
 
@@ -110,6 +116,7 @@ impl Realtime {
             if tick % FORGET_QUIET_EVERY == 0 {
                 self.limits.forget_quiet();
             }
+            self.pacers.check_upgrades();
             match self.chat.sweep().await {
                 Ok(swept) => {
                     for member in swept.lost.iter().filter_map(|sid| self.hub.member(sid)) {
@@ -170,7 +177,10 @@ impl Realtime {
         self.connected.fetch_add(1, Ordering::Relaxed);
         self.addresses.opened(addr);
         let limits = Arc::new(self.limits.for_connection(user.clone(), addr));
-        let outbox = Outbox::new(socket.clone(), auth.is_some(), self.metrics.clone());
+        if socket.transport_type() == TransportType::Polling {
+            self.pacers.start(socket.id);
+        }
+        let outbox = Outbox::new(socket.clone(), auth.is_some(), self.metrics.clone(), &self.pacers);
         // A chatroom client's live events are held from the start: its backlog is read next.
         let feed = if auth.is_some() { Feed::Structured(Mutex::new(Cursor::joining())) } else { Feed::Legacy };
         let queue = Arc::new(EventQueue::default());
@@ -204,25 +214,26 @@ impl Realtime {
         // The handlers get the socket as an argument: holding it here would keep it alive.
         let structured = member.outbox.is_structured();
         socket.on(SET_USERNAME, {
-            let (inbox, metrics) = (inbox.clone(), self.metrics.clone());
+            let (inbox, metrics, pacers) = (inbox.clone(), self.metrics.clone(), self.pacers.clone());
             move |socket: SocketRef, TryData(data): TryData<Value>| {
                 metrics.event_in(SET_USERNAME);
-                let outbox = Outbox::new(socket, structured, metrics.clone());
+                let outbox = Outbox::new(socket, structured, metrics.clone(), &pacers);
                 inbox.admit(&outbox, inbox.limits().check_rename(), Inbound::SetUsername(data.ok()));
                 async {}
             }
         });
-        let metrics = self.metrics.clone();
+        let (metrics, pacers) = (self.metrics.clone(), self.pacers.clone());
         socket.on(MESSAGE, move |socket: SocketRef, TryData(data): TryData<Value>| {
             metrics.event_in(MESSAGE);
-            let outbox = Outbox::new(socket, structured, metrics.clone());
+            let outbox = Outbox::new(socket, structured, metrics.clone(), &pacers);
             inbox.admit(&outbox, inbox.limits().check_message(), Inbound::Message(data.ok()));
             async {}
         });
-        let (hub, gone) = (self.hub.clone(), member.gone.clone());
+        let (hub, gone, pacers) = (self.hub.clone(), member.gone.clone(), self.pacers.clone());
         socket.on_disconnect(move |socket: SocketRef, reason: DisconnectReason| {
             tracing::debug!(sid = %socket.id, %reason, "client disconnected");
             hub.remove(socket.id);
+            pacers.stop(socket.id);
             gone.notify_one();
             async {}
         });

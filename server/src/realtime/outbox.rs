@@ -1,12 +1,13 @@
 //! The one way anything reaches a client: a room event, a reply to it alone, or a
 //! refusal. Each is counted; what a full queue means depends on what was lost.
 
+use super::polling::{Pacers, Pacing};
 use crate::metrics::Metrics;
 use app::protocol::{HELLO, Hello, MESSAGE, NOTICE, Notice, Refusal};
 use serde::Serialize;
 use socketioxide::extract::SocketRef;
 use socketioxide::socket::Sid;
-use socketioxide::{SendError, SocketError};
+use socketioxide::{SendError, SocketError, TransportType};
 use std::sync::Arc;
 
 /// What a failed write means for the client.
@@ -27,12 +28,15 @@ pub(super) struct Outbox {
     /// Whether the client speaks the structured protocol (else: legacy strings only).
     structured: bool,
     metrics: Arc<Metrics>,
+    /// The pacers, for a connection that polls.
+    pacers: Option<Arc<Pacers>>,
 }
 
 impl Outbox {
-    /// The way out of `socket`.
-    pub(super) fn new(socket: SocketRef, structured: bool, metrics: Arc<Metrics>) -> Self {
-        Self { socket, structured, metrics }
+    /// The way out of `socket`; paced by `pacers` while it polls.
+    pub(super) fn new(socket: SocketRef, structured: bool, metrics: Arc<Metrics>, pacers: &Arc<Pacers>) -> Self {
+        let pacers = (socket.transport_type() == TransportType::Polling).then(|| pacers.clone());
+        Self { socket, structured, metrics, pacers }
     }
 
     /// The connection's Socket.IO id.
@@ -83,8 +87,19 @@ impl Outbox {
 
     fn emit<T: Serialize + ?Sized>(&self, event: &'static str, data: &T, loss: Loss) {
         let sid = self.socket.id;
-        match (self.socket.emit(event, data), loss) {
-            (Ok(()), _) => self.metrics.event_out(event),
+        let sent = match &self.pacers {
+            None => self.socket.emit(event, data).map(|()| Pacing::Now),
+            Some(pacers) => {
+                pacers.offer(sid, self.socket.transport_type(), event, data, || self.socket.emit(event, data))
+            }
+        };
+        match (sent, loss) {
+            (Ok(Pacing::Now | Pacing::Kept), _) => self.metrics.event_out(event),
+            (Ok(Pacing::Full), Loss::Hole) => {
+                tracing::warn!(%sid, "polling client too slow, its queue is full: disconnecting it");
+                self.disconnect();
+            }
+            (Ok(Pacing::Full), Loss::Reply) => tracing::debug!(%sid, event, "reply not sent: the client is too slow"),
             (Err(SendError::Socket(SocketError::InternalChannelFull)), Loss::Hole) => {
                 tracing::warn!(%sid, "client too slow, its queue is full: disconnecting it");
                 self.disconnect();

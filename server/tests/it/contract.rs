@@ -161,6 +161,22 @@ async fn two_hundred_python_messages_over_polling_arrive_in_order() {
 }
 
 #[tokio::test]
+async fn a_python_client_over_polling_takes_a_burst_of_500_lines_from_another() {
+    let app = spawn_app().await;
+    let mut viewer = Client::connect(Kind::Python, &app.url(), Transport::Polling).await;
+    viewer.next_message().await;
+    let mut sender = Client::named(&app.url(), "burst").await;
+    for n in 0..500 {
+        sender.send(&format!("line {n}")).await;
+    }
+    // python-engineio drops a connection whose poll answer holds more than 16 packets.
+    let expected: Vec<String> = (0..500).map(|n| format!("burst: line {n}")).collect();
+    assert_eq!(viewer.next_messages(500).await, expected, "all of it, in order");
+    viewer.send("still connected").await;
+    assert_eq!(viewer.next_message().await, "Failed to send the message. Specify a username first.");
+}
+
+#[tokio::test]
 async fn clients_of_both_libraries_share_the_room() {
     let app = spawn_app().await;
     let url = app.url();
