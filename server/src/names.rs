@@ -114,4 +114,30 @@ mod tests {
         assert!(!same("bob", "rob"));
         assert!(!same("ann", "ian"));
     }
+
+    proptest::proptest! {
+        #[test]
+        fn case_never_makes_two_names(raw in "\\PC{1,20}") {
+            let Ok(name) = Username::parse(&raw) else { return Ok(()) };
+            let keys = NameKeys::of(&name);
+            proptest::prop_assert!(keys.shares_a_key(&keys));
+            for other in [raw.to_uppercase(), raw.to_lowercase()] {
+                if let Ok(other) = Username::parse(&other) {
+                    proptest::prop_assert!(keys.shares_a_key(&NameKeys::of(&other)), "{:?} and {:?}", name, other);
+                }
+            }
+        }
+
+        #[test]
+        fn invisible_characters_never_make_two_names(raw in "[a-zA-Z]{1,10}", at in 0usize..10, mark in 0usize..6) {
+            let Ok(name) = Username::parse(&raw) else { return Ok(()) };
+            let hidden = ['\u{200B}', '\u{FE0F}', '\u{E0041}', '\u{3164}', '\u{061C}', '\u{2060}'][mark];
+            let mut marked: Vec<char> = raw.chars().collect();
+            marked.insert(at.min(marked.len()), hidden);
+            let marked: String = marked.into_iter().collect();
+            if let Ok(other) = Username::parse(&marked) {
+                proptest::prop_assert!(NameKeys::of(&name).shares_a_key(&NameKeys::of(&other)), "{:?}", marked);
+            }
+        }
+    }
 }
