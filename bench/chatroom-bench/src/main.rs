@@ -7,6 +7,7 @@
 //!
 //!   chatroom-bench rampup --url … --clients 1000 --senders 10 --start-rate 10 --factor 1.5
 //!   chatroom-bench conns --url … --connections 10000 --server-pid PID
+//!   chatroom-bench soak --url … --clients 40 --senders 8 --duration-secs 600
 //!
 //! Every client checks every line it receives: deliveries expected and received,
 //! duplicates and order violations per sender, latency (HDR histogram) and disconnects.
@@ -16,6 +17,7 @@ mod conns;
 mod fanout;
 mod link;
 mod rampup;
+mod soak;
 
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
@@ -38,6 +40,9 @@ enum Scenario {
     Rampup(rampup::RampupArgs),
     /// Hold N idle connections; report failures and the servers' memory per connection.
     Conns(conns::ConnsArgs),
+    /// Chatroom clients that resume after every disconnect chat for a long while (while
+    /// scripts/soak.sh makes faults): every line seen by all, once, in order.
+    Soak(soak::SoakArgs),
 }
 
 /// Refuses any target that is not on the loopback network: this tool must not load
@@ -97,6 +102,17 @@ async fn main() -> anyhow::Result<()> {
             // Every connection is a file descriptor: take all the hard limit allows.
             let _ = rlimit::increase_nofile_limit(u64::MAX);
             let report = conns::run(&args).await?;
+            print_report(&report.table(), &serde_json::to_string(&report)?);
+            if !report.clean() {
+                std::process::exit(1);
+            }
+        }
+        Scenario::Soak(args) => {
+            loopback_only(std::slice::from_ref(&args.url))?;
+            if args.duration_secs > 900 {
+                bail!("--duration-secs is at most 900: every run is bounded");
+            }
+            let report = soak::run(&args).await?;
             print_report(&report.table(), &serde_json::to_string(&report)?);
             if !report.clean() {
                 std::process::exit(1);

@@ -138,3 +138,28 @@ async fn the_load_tool_holds_idle_connections_and_measures_memory() {
         assert!(report["server_rss_after_kib"].as_u64().is_some_and(|kib| kib > 0), "{report}");
     }
 }
+
+#[tokio::test]
+async fn the_load_tool_soaks_a_node_with_resuming_clients() {
+    let app = spawn_app().await;
+    let url = app.url();
+    let report = clean_run(&[
+        "soak",
+        "--url",
+        &url,
+        "--clients",
+        "4",
+        "--senders",
+        "2",
+        "--every-secs",
+        "0.2",
+        "--duration-secs",
+        "10",
+    ])
+    .await;
+    assert!(report["lines_seen"].as_u64().is_some_and(|n| n > 10), "{report}");
+    assert_eq!(report["lines_sent"], report["lines_seen"], "{report}");
+    for zero in ["lost", "duplicated", "out_of_order", "refused_but_delivered", "resets", "false_leaves"] {
+        assert_eq!(report[zero], 0, "{zero}: {report}");
+    }
+}
