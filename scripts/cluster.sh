@@ -36,15 +36,17 @@ work="$ROOT/target/cluster-$port"
 rm -rf "$work"
 mkdir -p "$work/tmp"
 pids=()
-redis_started=""
+redis_pid=""
 
 stop_all() {
   trap - INT TERM EXIT
   say "stopping the cluster"
+  # Nodes and nginx first: a draining node still needs Redis to close its sessions.
   for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
   for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
-  if [ -n "$redis_started" ]; then
-    redis-cli -p "$redis_port" shutdown nosave >/dev/null 2>&1 || true
+  if [ -n "$redis_pid" ]; then
+    redis-cli -p "$redis_port" shutdown nosave >/dev/null 2>&1 || kill -TERM "$redis_pid" 2>/dev/null || true
+    wait "$redis_pid" 2>/dev/null || true
   fi
 }
 trap stop_all EXIT
@@ -73,8 +75,7 @@ else
   say "starting Redis on 127.0.0.1:$redis_port"
   redis-server --port "$redis_port" --bind 127.0.0.1 --save "" --appendonly no \
     --dir "$work" --logfile "$work/redis.log" &
-  pids+=($!)
-  redis_started=1
+  redis_pid=$!
   wait_for "$redis_port" "Redis"
   redis_url="redis://127.0.0.1:$redis_port/"
 fi
