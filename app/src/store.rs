@@ -7,8 +7,8 @@
 
 use crate::protocol::session::ConnState;
 use crate::protocol::{
-    Backlog, BacklogKind, ClientAuth, ClientEvent, ClientKey, DEFAULT_MAX_MESSAGE_CHARS, MessageText, Notice, Position,
-    PresenceList, Presented, Refusal, RoomEvent, RoomLine, ServerEvent, Username,
+    After, Backlog, BacklogKind, ClientAuth, ClientEvent, ClientKey, DEFAULT_MAX_MESSAGE_CHARS, MessageText, Notice,
+    Position, PresenceList, Presented, Refusal, RoomEvent, RoomLine, ServerEvent, Username,
 };
 use futures::channel::mpsc::{UnboundedReceiver, UnboundedSender, unbounded};
 use leptos::prelude::*;
@@ -156,10 +156,10 @@ impl Chat {
         let name = self.username.get_untracked();
         self.resuming_name.set_value(name.clone());
         ClientAuth {
-            after: self.last_pos.get_value().map(Presented::Valid),
+            after: self.last_pos.get_value().map(|pos| After::One(Presented::Valid(pos))),
             name: name.map(|name| name.to_string()),
             key: self.key.get_value().map(Presented::Valid),
-            ..ClientAuth::new()
+            ..ClientAuth::v1()
         }
     }
 
@@ -232,7 +232,7 @@ impl Chat {
         match event {
             ServerEvent::Hello(hello) => self.node.set(Some(hello.node)),
             // The server greets fresh joins only, not resumed connections.
-            ServerEvent::Notice(Notice::Welcome { text }) => self.push_own(text),
+            ServerEvent::Notice(Notice::Welcome { text, .. }) => self.push_own(text),
             ServerEvent::Notice(Notice::NameSet { name, text }) => {
                 self.resuming_name.set_value(None);
                 let asked = self.pending_name.get_value().as_ref() == Some(&name);
@@ -253,7 +253,7 @@ impl Chat {
                 self.name_hint.set(Some(text.clone()));
                 self.push_own(text);
             }
-            ServerEvent::Notice(Notice::Refused { text }) => {
+            ServerEvent::Notice(Notice::Refused { text, .. }) => {
                 // The name presented on reconnecting was taken meanwhile: ask for another.
                 if self.resuming_name.get_value().is_some() {
                     self.resuming_name.set_value(None);
@@ -266,7 +266,7 @@ impl Chat {
                     self.message_hint.set(Some(text));
                 }
             }
-            ServerEvent::Backlog(Backlog { kind, lines }) => {
+            ServerEvent::Backlog(Backlog { kind, lines, .. }) => {
                 let history = kind != BacklogKind::Resume;
                 let mut new: Vec<Line> = Vec::with_capacity(lines.len() + 1);
                 if kind == BacklogKind::Reset {
@@ -280,12 +280,14 @@ impl Chat {
                 let line = self.room_line(line, false);
                 self.push(vec![line], false);
             }
-            ServerEvent::Presence(PresenceList { at, mut users }) => {
+            ServerEvent::Presence(PresenceList { at, mut users, .. }) => {
                 users.sort();
                 self.online_at.set_value(at);
                 self.online.set(users);
             }
             ServerEvent::Message(text) => self.push_own(text),
+            // The page speaks version 1 and is in the lobby only: it never leaves a room.
+            ServerEvent::Notice(Notice::RoomLeft { .. }) | ServerEvent::Rooms(_) => {}
         }
     }
 }
@@ -307,7 +309,7 @@ fn clock(ts_ms: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::{Hello, PROTOCOL_VERSION};
+    use crate::protocol::{Hello, PROTOCOL_V1};
 
     /// A reactive owner for a test's signals; they live as long as it does.
     fn reactive() -> Owner {
@@ -328,7 +330,7 @@ mod tests {
     }
 
     fn line(pos: &str, event: RoomEvent) -> RoomLine {
-        RoomLine { pos: pos.parse().unwrap(), ts: 0, event }
+        RoomLine { room: None, pos: pos.parse().unwrap(), ts: 0, event }
     }
 
     fn bodies(chat: &Chat) -> Vec<String> {
@@ -349,12 +351,12 @@ mod tests {
 
         // A refusal of the next name keeps the one it has and says why next to the field.
         chat.ask_for_name("bob");
-        chat.on_event(ServerEvent::Notice(Notice::Refused { text: "taken".into() }));
+        chat.on_event(ServerEvent::Notice(Notice::Refused { room: None, text: "taken".into() }));
         assert_eq!(chat.username.get_untracked(), Some(name("ann")));
         assert_eq!(chat.name_hint.get_untracked().as_deref(), Some("taken"));
         assert_eq!(chat.message_hint.get_untracked(), None);
         // With nothing pending, a refusal is about a line.
-        chat.on_event(ServerEvent::Notice(Notice::Refused { text: "too fast".into() }));
+        chat.on_event(ServerEvent::Notice(Notice::Refused { room: None, text: "too fast".into() }));
         assert_eq!(chat.message_hint.get_untracked().as_deref(), Some("too fast"));
     }
 
@@ -387,13 +389,13 @@ mod tests {
         chat.on_event(ServerEvent::Line(line("5-1", RoomEvent::Chat { author: "bob".into(), text: "hi".into() })));
 
         let auth = chat.auth();
-        assert_eq!(auth.v, PROTOCOL_VERSION);
-        assert_eq!(auth.after, Some(Presented::Valid(Position { ms: 5, seq: 1 })));
+        assert_eq!(auth.v, PROTOCOL_V1);
+        assert_eq!(auth.after, Some(After::One(Presented::Valid(Position { ms: 5, seq: 1 }))));
         assert_eq!(auth.name.as_deref(), Some("ann"));
         assert!(auth.key.is_some());
         let before = bodies(&chat);
         chat.on_event(ServerEvent::Hello(Hello { node: "n2".into() }));
-        chat.on_event(ServerEvent::Backlog(Backlog { kind: BacklogKind::Resume, lines: vec![] }));
+        chat.on_event(ServerEvent::Backlog(Backlog { room: None, kind: BacklogKind::Resume, lines: vec![] }));
         chat.on_event(ServerEvent::Notice(Notice::name_set(&name("ann"))));
         assert_eq!(bodies(&chat), before, "no confirmation line for a name presented again");
         assert_eq!(chat.node.get_untracked().as_deref(), Some("n2"));
@@ -406,7 +408,10 @@ mod tests {
         chat.ask_for_name("ann");
         chat.on_event(ServerEvent::Notice(Notice::name_set(&name("ann"))));
         let _ = chat.auth();
-        chat.on_event(ServerEvent::Notice(Notice::Refused { text: "Username \"ann\" is already taken.".into() }));
+        chat.on_event(ServerEvent::Notice(Notice::Refused {
+            room: None,
+            text: "Username \"ann\" is already taken.".into(),
+        }));
         assert_eq!(chat.username.get_untracked(), None);
         assert_eq!(chat.name_hint.get_untracked().as_deref(), Some("Username \"ann\" is already taken."));
         assert_eq!(chat.message_hint.get_untracked(), None);
@@ -433,6 +438,7 @@ mod tests {
         chat.on_event(ServerEvent::Message("old".into()));
         let joined = |author: &str| RoomEvent::Joined { author: author.into() };
         chat.on_event(ServerEvent::Backlog(Backlog {
+            room: None,
             kind: BacklogKind::Reset,
             lines: vec![line("1-0", joined("ann")), line("2-0", joined("bob"))],
         }));
@@ -440,6 +446,7 @@ mod tests {
         assert!(chat.lines.get_untracked()[1].history);
         // The list reflects up to 2-0: the backlog's joins are in it already, later ones change it.
         chat.on_event(ServerEvent::Presence(PresenceList {
+            room: None,
             at: "2-0".parse().unwrap(),
             users: vec!["bob".into(), "ann".into()],
         }));
@@ -447,6 +454,6 @@ mod tests {
         chat.on_event(ServerEvent::Line(line("3-0", RoomEvent::Renamed { author: "cy".into(), from: "ann".into() })));
         chat.on_event(ServerEvent::Line(line("4-0", RoomEvent::Left { author: "bob".into() })));
         assert_eq!(chat.online.get_untracked(), ["cy"]);
-        assert_eq!(chat.auth().after, Some(Presented::Valid(Position { ms: 4, seq: 0 })));
+        assert_eq!(chat.auth().after, Some(After::One(Presented::Valid(Position { ms: 4, seq: 0 }))));
     }
 }

@@ -159,7 +159,7 @@ mod tests {
 
     fn packet_bytes(backlog: &Backlog) -> usize {
         let lines: Vec<_> = backlog.events.iter().map(Delivered::line).collect();
-        serde_json::to_string(&app::protocol::Backlog { kind: backlog.kind, lines }).unwrap().len()
+        serde_json::to_string(&app::protocol::Backlog { room: None, kind: backlog.kind, lines }).unwrap().len()
     }
 
     #[tokio::test]

@@ -1,11 +1,16 @@
-//! The chat's rules as plain functions: who may say what, what the room hears, and what
-//! a joining client is sent. The Socket.IO side (`realtime`) calls these; tests call them
-//! directly.
+//! The chat's rules as plain functions: who may say what, what each room hears, and what
+//! a client joining a room is sent. The Socket.IO side (`realtime`) calls these; tests
+//! call them directly.
 
-use crate::backend::memory::{MemoryBus, MemoryPresence, MemorySessions};
-use crate::backend::{BackendError, Claim, Delivered, EventBus, Presence, SessionId, SessionStore, Swept, UserId};
+use crate::backend::memory::{MemoryBuses, MemoryPresence, MemorySessions};
+use crate::backend::{
+    BackendError, Buses, Claim, Delivered, Entered, EventBus, Presence, RoomInfo, RoomPolicy, SessionId, SessionStore,
+    Swept, UserId,
+};
 use crate::backlog::{self, Backlog, HistoryLimits};
-use app::protocol::{BacklogKind, MessageText, Position, PresenceList, Presented, Refusal, RoomEvent, Username};
+use app::protocol::{
+    BacklogKind, MessageText, Position, PresenceList, Presented, Refusal, RoomEvent, RoomName, Username,
+};
 use backon::{ConstantBuilder, Retryable};
 use serde_json::Value;
 use std::sync::Arc;
@@ -30,38 +35,42 @@ const SESSION_OPS_AT_ONCE: usize = 64;
 #[derive(Clone)]
 pub struct ChatService {
     sessions: Arc<dyn SessionStore>,
-    bus: Arc<dyn EventBus>,
+    buses: Arc<dyn Buses>,
     presence: Arc<dyn Presence>,
     max_message_chars: usize,
     history: HistoryLimits,
     grace: Duration,
     session_ops: Arc<Semaphore>,
     backlog_reads: Arc<Semaphore>,
+    rooms: RoomPolicy,
 }
 
 /// The backends a [`ChatService`] runs on.
 pub struct Backends {
     /// Session records (the legacy contract's `session:{sid}`).
     pub sessions: Arc<dyn SessionStore>,
-    /// The room's ordered bus.
-    pub bus: Arc<dyn EventBus>,
+    /// Each room's ordered bus.
+    pub buses: Arc<dyn Buses>,
     /// Who is online.
     pub presence: Arc<dyn Presence>,
+    /// How many rooms the presence holds, and for how long (it was made with it).
+    pub rooms: RoomPolicy,
 }
 
 impl ChatService {
     /// A service over the given backends.
     pub fn new(backends: Backends, max_message_chars: usize) -> Self {
-        let Backends { sessions, bus, presence } = backends;
+        let Backends { sessions, buses, presence, rooms } = backends;
         Self {
             sessions,
-            bus,
+            buses,
             presence,
             max_message_chars,
             history: HistoryLimits::default(),
             grace: Duration::from_secs(10),
             session_ops: Arc::new(Semaphore::new(SESSION_OPS_AT_ONCE)),
             backlog_reads: Arc::new(Semaphore::new(DEFAULT_BACKLOG_READS)),
+            rooms,
         }
     }
 
@@ -85,23 +94,29 @@ impl ChatService {
     /// after the position it presents (`Resume`), or the recent history when it presents
     /// none (`History`) or one the room cannot resume from (`Reset`). One of at most
     /// `--max-backlog-reads` at once on this node.
-    pub async fn backlog(&self, after: Option<&Presented<Position>>) -> Result<Backlog, BackendError> {
+    pub async fn backlog(&self, room: &RoomName, after: Option<&Presented<Position>>) -> Result<Backlog, BackendError> {
         // The semaphore is never closed.
         let _turn = self.backlog_reads.acquire().await;
-        backlog::read(self.bus.as_ref(), after, self.history).await
+        backlog::read(self.bus(room).as_ref(), after, self.history).await
     }
 
     /// A single-node service with in-memory state.
-    /// `kept` is how many events the bus keeps for clients that resume.
+    /// `kept` is how many events each room's bus keeps for clients that resume.
     pub fn in_memory(max_message_chars: usize, kept: usize) -> Self {
-        let bus = Arc::new(MemoryBus::new(kept));
-        let presence = Arc::new(MemoryPresence::new(bus.clone()));
-        Self::new(Backends { sessions: Arc::new(MemorySessions::default()), bus, presence }, max_message_chars)
+        Self::in_memory_with(max_message_chars, kept, RoomPolicy::default())
     }
 
-    /// The bus this service publishes to.
-    pub fn bus(&self) -> &Arc<dyn EventBus> {
-        &self.bus
+    /// A single-node service with in-memory state, holding rooms by `rooms`.
+    pub fn in_memory_with(max_message_chars: usize, kept: usize, rooms: RoomPolicy) -> Self {
+        let buses = Arc::new(MemoryBuses::new(kept));
+        let presence = Arc::new(MemoryPresence::new(buses.clone()).with_policy(rooms));
+        let sessions = Arc::new(MemorySessions::default());
+        Self::new(Backends { sessions, buses, presence, rooms }, max_message_chars)
+    }
+
+    /// The bus of `room`.
+    pub fn bus(&self, room: &RoomName) -> Arc<dyn EventBus> {
+        self.buses.room(room)
     }
 
     /// The session records.
@@ -119,41 +134,67 @@ impl ChatService {
         Ok(Some(name))
     }
 
-    /// What a chatroom client that just connected is sent, in order: its backlog (after
-    /// the position it presents), who is online as of the backlog's end, a welcome if it
-    /// is new, and its name. The name the user already has (`current`: another tab, or
-    /// back within its grace period) wins over the one the client presents.
-    pub async fn join(
-        &self,
-        after: Option<&Presented<Position>>,
-        presented: Option<String>,
-        current: Option<Username>,
-    ) -> Join {
-        let name = match (current, presented) {
-            (Some(current), _) => JoinName::Keep(current),
-            (None, Some(presented)) => JoinName::Claim(presented),
-            (None, None) => JoinName::None,
-        };
+    /// The connection `sid` of `user` is in `room` now (a named user new to the room is
+    /// announced there).
+    pub async fn enter(&self, room: &RoomName, user: &UserId, sid: &SessionId) -> Result<(), Refusal> {
+        match self.presence.enter(room, user, sid).await {
+            Ok(Entered::In) => Ok(()),
+            Ok(Entered::RoomLimit) => {
+                tracing::warn!(%room, max = self.rooms.max_rooms, "a new room was refused: the service holds as many as it may");
+                Err(Refusal::RoomLimit { max: self.rooms.max_rooms })
+            }
+            Err(err) => {
+                tracing::error!(%sid, %room, %err, "could not enter a room");
+                Err(Refusal::RoomUnavailable)
+            }
+        }
+    }
+
+    /// The rooms in use, most people online first, then by name; at most `max`.
+    pub async fn rooms(&self, max: usize) -> Result<Vec<RoomInfo>, BackendError> {
+        let mut rooms = self.presence.rooms().await?;
+        rooms.sort_by(|a, b| b.online.cmp(&a.online).then_with(|| a.room.cmp(&b.room)));
+        rooms.truncate(max);
+        Ok(rooms)
+    }
+
+    /// `rooms` have members on this node: listed, counted, kept (see [`Presence::report`]).
+    pub async fn report_rooms(&self, rooms: &[RoomName]) -> Result<(), BackendError> {
+        self.presence.report(rooms).await
+    }
+
+    /// The connection `sid` of `user` left `room` (its user leaves it with its last one).
+    pub async fn exit(&self, room: &RoomName, user: &UserId, sid: &SessionId) -> Result<(), Refusal> {
+        self.presence.exit(room, user, sid).await.map_err(|err| {
+            tracing::error!(%sid, %room, %err, "could not leave a room");
+            Refusal::RoomUnavailable
+        })
+    }
+
+    /// What a chatroom client joining `room` is sent, in order: its backlog (after the
+    /// position it presents), who is in the room as of the backlog's end, and a welcome
+    /// if it is new there.
+    pub async fn join(&self, room: &RoomName, after: Option<&Presented<Position>>) -> Join {
         let welcome = after.is_none();
-        self.catch_up(self.backlog(after).await, welcome, name).await
+        self.catch_up(room, self.backlog(room, after).await, welcome).await
     }
 
-    /// What a chatroom client that is already in the room is sent when it cannot be
-    /// continued (its node's bus started a new epoch, or it fell too far behind): the
-    /// recent history as a `reset`, and who is online.
-    pub async fn resync(&self) -> Join {
+    /// What a chatroom client that is already in `room` is sent when it cannot be
+    /// continued there (the room's bus started a new epoch, or it fell too far behind):
+    /// the recent history as a `reset`, and who is in the room.
+    pub async fn resync(&self, room: &RoomName) -> Join {
         let invalid = Presented::Invalid(String::new());
-        self.catch_up(self.backlog(Some(&invalid)).await, false, JoinName::None).await
+        self.catch_up(room, self.backlog(room, Some(&invalid)).await, false).await
     }
 
-    async fn catch_up(&self, backlog: Result<Backlog, BackendError>, welcome: bool, name: JoinName) -> Join {
+    async fn catch_up(&self, room: &RoomName, backlog: Result<Backlog, BackendError>, welcome: bool) -> Join {
         let (backlog, backlog_error) = match backlog {
             Ok(backlog) => (backlog, None),
             // The client is told it may have missed events, rather than left guessing.
             Err(err) => (Backlog { kind: BacklogKind::Reset, events: Vec::new(), resumed_after: None }, Some(err)),
         };
         // Read after the backlog, so the list reflects every event the backlog holds.
-        let online = self.online().await;
+        let online = self.online(room).await;
         Join {
             kind: backlog.kind,
             backlog: backlog.events,
@@ -161,7 +202,6 @@ impl ChatService {
             backlog_error,
             online,
             welcome,
-            name,
         }
     }
 
@@ -181,9 +221,9 @@ impl ChatService {
         Ok(name)
     }
 
-    /// The names online, and the position of the newest room event the list reflects.
-    pub async fn online(&self) -> Result<PresenceList, BackendError> {
-        self.presence.snapshot().await
+    /// The names in `room`, and the position of its newest event the list reflects.
+    pub async fn online(&self, room: &RoomName) -> Result<PresenceList, BackendError> {
+        self.presence.snapshot(room).await
     }
 
     /// Sweeps presence (see [`Presence::sweep`]); the session records of connections
@@ -200,25 +240,32 @@ impl ChatService {
         Ok(swept)
     }
 
-    /// Publishes a chat line from `author` to the whole room, in the room's order.
-    pub async fn post(&self, author: Option<&Username>, raw: Option<&Value>) -> Result<Position, Refusal> {
+    /// Publishes a chat line from `author` (`raw` is the event's text) to `room`, in the
+    /// room's order.
+    pub async fn post(
+        &self,
+        room: &RoomName,
+        author: Option<&Username>,
+        raw: Option<&Value>,
+    ) -> Result<Position, Refusal> {
         let author = author.ok_or(Refusal::NoUsername)?;
         let text = MessageText::parse(text_of(raw).ok_or(Refusal::MessageNotText)?, self.max_message_chars)?;
         let event = RoomEvent::Chat { author: author.to_string(), text: text.into_string() };
-        self.bus.publish(event).await.map_err(|err| {
-            tracing::error!(%author, %err, "a chat line was not published; its sender is told");
+        self.bus(room).publish(event).await.map_err(|err| {
+            tracing::error!(%author, %room, %err, "a chat line was not published; its sender is told");
             Refusal::Unavailable
         })
     }
 
-    /// Ends a session. When it was its user's last connection, the user leaves: at once
-    /// for a connection-only user (legacy clients), after the grace period for a user
-    /// with a client key. Retried for a while, so a short outage does not lose the leave.
-    pub async fn close_session(&self, sid: &SessionId, user: &UserId) -> Result<(), BackendError> {
+    /// Ends a session that was in `rooms`. When it was its user's last connection in a
+    /// room, the user leaves it: at once for a connection-only user (legacy clients),
+    /// after the grace period for a user with a client key. Retried for a while, so a
+    /// short outage does not lose the leave.
+    pub async fn close_session(&self, sid: &SessionId, user: &UserId, rooms: &[RoomName]) -> Result<(), BackendError> {
         let grace = if user.can_return() { self.grace } else { Duration::ZERO };
         let disconnect = || async {
             let _turn = self.session_ops.acquire().await;
-            self.presence.disconnect(user, sid, grace).await
+            self.presence.disconnect(user, sid, rooms, grace).await
         };
         let closed = disconnect
             .retry(LEAVE_RETRY)
@@ -233,7 +280,7 @@ impl ChatService {
     }
 }
 
-/// What a joining chatroom client is sent; see [`ChatService::join`].
+/// What a chatroom client joining a room is sent; see [`ChatService::join`].
 #[derive(Debug)]
 pub struct Join {
     /// What its backlog is.
@@ -248,11 +295,19 @@ pub struct Join {
     pub online: Result<PresenceList, BackendError>,
     /// Whether it is greeted: a fresh join, not a resume.
     pub welcome: bool,
-    /// Which name the connection takes.
-    pub name: JoinName,
 }
 
-/// The name a joining connection takes.
+/// The name a connecting chatroom client takes: the one its user already has (`current`:
+/// another tab, or back within its grace period) wins over the one it presents.
+pub fn name_on_connect(presented: Option<String>, current: Option<Username>) -> JoinName {
+    match (current, presented) {
+        (Some(current), _) => JoinName::Keep(current),
+        (None, Some(presented)) => JoinName::Claim(presented),
+        (None, None) => JoinName::None,
+    }
+}
+
+/// The name a connecting chatroom client takes.
 #[derive(Debug, PartialEq, Eq)]
 pub enum JoinName {
     /// The one its user already has: confirm it.
@@ -278,7 +333,7 @@ mod tests {
     }
 
     async fn next_events(chat: &ChatService, after: Position) -> Vec<RoomEvent> {
-        chat.bus().read_after(after, 100).await.unwrap().into_iter().map(|d| d.event).collect()
+        chat.bus(&lobby()).read_after(after, 100).await.unwrap().into_iter().map(|d| d.event).collect()
     }
 
     fn sid(id: &str) -> SessionId {
@@ -289,14 +344,24 @@ mod tests {
         UserId::of_connection(&sid(id))
     }
 
+    fn lobby() -> RoomName {
+        RoomName::lobby()
+    }
+
+    /// A connection that opened and entered the lobby, as a client's does.
+    async fn in_lobby(chat: &ChatService, id: &str, user: &UserId) {
+        chat.open_session(&sid(id), user).await.unwrap();
+        chat.enter(&lobby(), user, &sid(id)).await.unwrap();
+    }
+
     #[tokio::test]
     async fn a_named_user_posts_to_the_room() {
         let chat = service();
-        chat.open_session(&sid("s1"), &conn("s1")).await.unwrap();
+        in_lobby(&chat, "s1", &conn("s1")).await;
         let name = chat.set_username(&sid("s1"), &conn("s1"), Some(&json!(" ann "))).await.unwrap();
         assert_eq!(name.as_str(), "ann");
         assert_eq!(chat.sessions().username(&sid("s1")).await.unwrap().as_deref(), Some("ann"));
-        chat.post(Some(&name), Some(&json!("hi <b>"))).await.unwrap();
+        chat.post(&lobby(), Some(&name), Some(&json!("hi <b>"))).await.unwrap();
         assert_eq!(
             next_events(&chat, Position::default()).await,
             [
@@ -313,22 +378,22 @@ mod tests {
         let name = Username::parse("ann").unwrap();
         let mut positions = Vec::new();
         for n in 0..4 {
-            positions.push(chat.post(Some(&name), Some(&json!(n.to_string()))).await.unwrap());
+            positions.push(chat.post(&lobby(), Some(&name), Some(&json!(n.to_string()))).await.unwrap());
         }
-        let Backlog { kind, events: history, .. } = chat.backlog(None).await.unwrap();
+        let Backlog { kind, events: history, .. } = chat.backlog(&lobby(), None).await.unwrap();
         assert_eq!(kind, BacklogKind::History);
         assert_eq!(history.iter().map(|d| d.position).collect::<Vec<_>>(), positions[2..]);
 
         let after = Presented::Valid(positions[0]);
-        let Backlog { kind, events: missed, resumed_after } = chat.backlog(Some(&after)).await.unwrap();
+        let Backlog { kind, events: missed, resumed_after } = chat.backlog(&lobby(), Some(&after)).await.unwrap();
         assert_eq!(kind, BacklogKind::Resume);
         assert_eq!(missed.iter().map(|d| d.position).collect::<Vec<_>>(), positions[1..]);
         assert_eq!(resumed_after, Some(positions[0]));
 
         let newest = Presented::Valid(positions[3]);
-        assert_eq!(chat.backlog(Some(&newest)).await.unwrap().events, []);
+        assert_eq!(chat.backlog(&lobby(), Some(&newest)).await.unwrap().events, []);
         let Backlog { kind, events: lines, .. } =
-            chat.backlog(Some(&Presented::Invalid("not-a-position".into()))).await.unwrap();
+            chat.backlog(&lobby(), Some(&Presented::Invalid("not-a-position".into()))).await.unwrap();
         assert_eq!((kind, lines.len()), (BacklogKind::Reset, 2));
     }
 
@@ -336,19 +401,19 @@ mod tests {
     async fn a_position_older_than_the_kept_events_gets_an_explicit_reset() {
         let chat = ChatService::in_memory(100, 3);
         let name = Username::parse("ann").unwrap();
-        let first = chat.post(Some(&name), Some(&json!("0"))).await.unwrap();
+        let first = chat.post(&lobby(), Some(&name), Some(&json!("0"))).await.unwrap();
         for n in 1..6 {
-            chat.post(Some(&name), Some(&json!(n.to_string()))).await.unwrap();
+            chat.post(&lobby(), Some(&name), Some(&json!(n.to_string()))).await.unwrap();
         }
         let Backlog { kind, events: lines, resumed_after } =
-            chat.backlog(Some(&Presented::Valid(first))).await.unwrap();
+            chat.backlog(&lobby(), Some(&Presented::Valid(first))).await.unwrap();
         assert_eq!((kind, lines.len(), resumed_after), (BacklogKind::Reset, 3, None));
     }
 
     #[tokio::test]
     async fn posting_without_a_name_is_refused() {
         let chat = service();
-        assert_eq!(chat.post(None, Some(&json!("hi"))).await, Err(Refusal::NoUsername));
+        assert_eq!(chat.post(&lobby(), None, Some(&json!("hi"))).await, Err(Refusal::NoUsername));
     }
 
     #[tokio::test]
@@ -363,7 +428,7 @@ mod tests {
             (Some(json!("  ")), Refusal::EmptyMessage),
             (Some(json!("x".repeat(11))), Refusal::MessageTooLong { max: 10 }),
         ] {
-            assert_eq!(chat.post(Some(&name), raw.as_ref()).await, Err(refusal));
+            assert_eq!(chat.post(&lobby(), Some(&name), raw.as_ref()).await, Err(refusal));
         }
         for (raw, refusal) in [
             (None, Refusal::NameNotText),
@@ -373,23 +438,48 @@ mod tests {
         ] {
             assert_eq!(chat.set_username(&sid("s1"), &conn("s1"), raw.as_ref()).await, Err(refusal));
         }
-        assert_eq!(chat.bus().tail().await.unwrap(), Position::default());
+        assert_eq!(chat.bus(&lobby()).tail().await.unwrap(), Position::default());
         assert_eq!(chat.sessions().username(&sid("s1")).await.unwrap().as_deref(), Some(""));
     }
 
     #[tokio::test]
     async fn closing_announces_named_users_only_and_removes_the_session() {
         let chat = service();
-        chat.open_session(&sid("anon"), &conn("anon")).await.unwrap();
-        chat.close_session(&sid("anon"), &conn("anon")).await.unwrap();
-        assert_eq!(chat.bus().tail().await.unwrap(), Position::default());
+        let rooms = [lobby()];
+        in_lobby(&chat, "anon", &conn("anon")).await;
+        chat.close_session(&sid("anon"), &conn("anon"), &rooms).await.unwrap();
+        assert_eq!(chat.bus(&lobby()).tail().await.unwrap(), Position::default());
 
-        chat.open_session(&sid("s1"), &conn("s1")).await.unwrap();
+        in_lobby(&chat, "s1", &conn("s1")).await;
         chat.set_username(&sid("s1"), &conn("s1"), Some(&json!("ann"))).await.unwrap();
-        let after_join = chat.bus().tail().await.unwrap();
-        chat.close_session(&sid("s1"), &conn("s1")).await.unwrap();
+        let after_join = chat.bus(&lobby()).tail().await.unwrap();
+        chat.close_session(&sid("s1"), &conn("s1"), &rooms).await.unwrap();
         assert_eq!(next_events(&chat, after_join).await, [RoomEvent::Left { author: "ann".into() }]);
         assert_eq!(chat.sessions().username(&sid("s1")).await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn rooms_keep_their_own_order_history_and_presence() {
+        let chat = service();
+        let ops = RoomName::parse("ops").unwrap();
+        in_lobby(&chat, "s1", &conn("s1")).await;
+        let ann = chat.set_username(&sid("s1"), &conn("s1"), Some(&json!("ann"))).await.unwrap();
+        chat.enter(&ops, &conn("s1"), &sid("s1")).await.unwrap();
+        chat.post(&ops, Some(&ann), Some(&json!("in ops"))).await.unwrap();
+        chat.post(&lobby(), Some(&ann), Some(&json!("lobby"))).await.unwrap();
+        let texts = |join: &Join| -> Vec<String> { join.backlog.iter().map(|d| d.event.text()).collect() };
+        let in_ops = chat.join(&ops, None).await;
+        assert_eq!(texts(&in_ops), ["ann joined the chatroom.", "ann: in ops"]);
+        assert_eq!(in_ops.online.unwrap().users, ["ann"]);
+        let in_lobby_now = chat.join(&lobby(), None).await;
+        assert_eq!(texts(&in_lobby_now), ["ann joined the chatroom.", "ann: lobby"]);
+        // A room nobody is in has no history and nobody online.
+        let empty = chat.join(&RoomName::parse("quiet").unwrap(), None).await;
+        assert!(empty.backlog.is_empty() && empty.online.unwrap().users.is_empty());
+        // Leaving ops is heard there; the lobby still lists ann.
+        chat.exit(&ops, &conn("s1"), &sid("s1")).await.unwrap();
+        assert_eq!(chat.online(&ops).await.unwrap().users, Vec::<String>::new());
+        assert_eq!(chat.online(&lobby()).await.unwrap().users, ["ann"]);
     }
 
     #[tokio::test]
@@ -415,25 +505,27 @@ mod tests {
         let chat = service().with_grace(Duration::from_secs(60));
         let ann = UserId::from_key(&"0123456789abcdef".parse().unwrap());
         assert_eq!(chat.open_session(&sid("s1"), &ann).await.unwrap(), None);
+        chat.enter(&lobby(), &ann, &sid("s1")).await.unwrap();
         chat.set_username(&sid("s1"), &ann, Some(&json!("ann"))).await.unwrap();
-        chat.close_session(&sid("s1"), &ann).await.unwrap();
+        chat.close_session(&sid("s1"), &ann, &[lobby()]).await.unwrap();
         let back = chat.open_session(&sid("s2"), &ann).await.unwrap();
         assert_eq!(back.as_ref().map(Username::as_str), Some("ann"));
+        chat.enter(&lobby(), &ann, &sid("s2")).await.unwrap();
         assert_eq!(chat.sessions().username(&sid("s2")).await.unwrap().as_deref(), Some("ann"));
-        assert_eq!(chat.online().await.unwrap().users, ["ann"]);
+        assert_eq!(chat.online(&lobby()).await.unwrap().users, ["ann"]);
         assert_eq!(next_events(&chat, Position::default()).await, [RoomEvent::Joined { author: "ann".into() }]);
     }
 
     #[tokio::test]
     async fn a_fresh_join_gets_history_presence_and_a_welcome() {
         let chat = service();
+        in_lobby(&chat, "s1", &conn("s1")).await;
         chat.set_username(&sid("s1"), &conn("s1"), Some(&json!("ann"))).await.unwrap();
-        let join = chat.join(None, None, None).await;
+        let join = chat.join(&lobby(), None).await;
         assert_eq!((join.kind, join.backlog.len(), join.welcome), (BacklogKind::History, 1, true));
         let online = join.online.unwrap();
         assert_eq!(online.users, ["ann"]);
         assert_eq!(Some(online.at), join.backlog.last().map(|d| d.position), "the list reflects the backlog");
-        assert_eq!(join.name, JoinName::None);
         assert!(join.backlog_error.is_none());
     }
 
@@ -441,18 +533,17 @@ mod tests {
     async fn a_resume_is_not_greeted_and_the_name_the_user_has_wins() {
         let chat = service();
         let ann = Username::parse("ann").unwrap();
-        let first = chat.post(Some(&ann), Some(&json!("1"))).await.unwrap();
-        chat.post(Some(&ann), Some(&json!("2"))).await.unwrap();
+        let first = chat.post(&lobby(), Some(&ann), Some(&json!("1"))).await.unwrap();
+        chat.post(&lobby(), Some(&ann), Some(&json!("2"))).await.unwrap();
         let after = Presented::Valid(first);
-        let join = chat.join(Some(&after), Some("bob".into()), Some(ann.clone())).await;
+        let join = chat.join(&lobby(), Some(&after)).await;
         assert_eq!((join.kind, join.backlog.len(), join.welcome), (BacklogKind::Resume, 1, false));
         assert_eq!(join.resumed_after, Some(first));
-        assert_eq!(join.name, JoinName::Keep(ann));
+        assert_eq!(name_on_connect(Some("bob".into()), Some(ann.clone())), JoinName::Keep(ann));
         // Without a name of its own, the one it presents is claimed.
-        let join = chat.join(Some(&after), Some("bob".into()), None).await;
-        assert_eq!(join.name, JoinName::Claim("bob".into()));
+        assert_eq!(name_on_connect(Some("bob".into()), None), JoinName::Claim("bob".into()));
         // A position that is not one: told it missed events, not greeted as new.
-        let join = chat.join(Some(&Presented::Invalid("x".into())), None, None).await;
+        let join = chat.join(&lobby(), Some(&Presented::Invalid("x".into()))).await;
         assert_eq!((join.kind, join.welcome), (BacklogKind::Reset, false));
     }
 }

@@ -189,6 +189,21 @@ pub struct RoomSettings {
           value_parser = clap::value_parser!(u64).range(0..=3_600))]
     pub presence_grace_secs: u64,
 
+    /// Rooms the service holds at once (in the cluster); opening one more is refused.
+    #[arg(long, env = "CHATROOM_MAX_ROOMS", default_value_t = 10_000,
+          value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub max_rooms: u64,
+
+    /// Days a room stays with nobody in it before it is forgotten with its events.
+    #[arg(long, env = "CHATROOM_ROOM_IDLE_DAYS", default_value_t = 30,
+          value_parser = clap::value_parser!(u64).range(1..=3_650))]
+    pub room_idle_days: u64,
+
+    /// Rooms one connection may be in at once.
+    #[arg(long, env = "CHATROOM_MAX_ROOMS_PER_CONNECTION", default_value_t = 20,
+          value_parser = clap::value_parser!(u32).range(1..=1_000))]
+    pub max_rooms_per_connection: u32,
+
     /// Seconds a node may miss its presence beat (every second) before the other nodes
     /// take it for dead and announce the leave of its users who did not come back elsewhere.
     #[arg(long, env = "CHATROOM_NODE_TIMEOUT_SECS", default_value_t = 10,
@@ -356,6 +371,14 @@ impl Settings {
         crate::backlog::HistoryLimits {
             len: usize::try_from(self.room.history_len).unwrap_or(usize::MAX),
             max_age: Duration::from_secs(self.room.history_max_age_secs),
+        }
+    }
+
+    /// How many rooms the service holds, and for how long.
+    pub fn rooms(&self) -> crate::backend::RoomPolicy {
+        crate::backend::RoomPolicy {
+            max_rooms: usize::try_from(self.room.max_rooms).unwrap_or(usize::MAX),
+            idle: Duration::from_secs(self.room.room_idle_days * 24 * 3600),
         }
     }
 

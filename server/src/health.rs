@@ -98,7 +98,7 @@ impl Health {
         if self.is_draining() {
             return Err(self.status("draining", Some("the node is shutting down".into())));
         }
-        match tokio::time::timeout(REDIS_CHECK_TIMEOUT, self.chat.bus().tail()).await {
+        match tokio::time::timeout(REDIS_CHECK_TIMEOUT, self.chat.bus(&app::protocol::RoomName::lobby()).tail()).await {
             Ok(Ok(_)) => Ok(self.status("ready", None)),
             Ok(Err(err)) => Err(self.status("unavailable", Some(err.to_string()))),
             Err(_) => Err(self.status("unavailable", Some("the bus did not answer within 1 s".into()))),

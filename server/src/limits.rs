@@ -132,6 +132,12 @@ impl ConnectionLimits {
         self.verdict(self.limits.renames.check(&self.user, self.addr), Refusal::RenamesTooFast)
     }
 
+    /// May the client join or leave a room now? Each may announce the user in a room,
+    /// so they draw from the same bucket as names.
+    pub fn check_room_change(&self) -> Verdict {
+        self.verdict(self.limits.renames.check(&self.user, self.addr), Refusal::RoomsTooFast)
+    }
+
     /// Marks the client as cut off for flooding; true only the first time, so that one
     /// disconnect is scheduled.
     pub fn cut_off(&self) -> bool {

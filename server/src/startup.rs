@@ -3,7 +3,7 @@
 
 use crate::addresses;
 use crate::backend::BackendError;
-use crate::backend::redis::{RedisBus, RedisPresence, RedisSessions};
+use crate::backend::redis::{RedisBuses, RedisPresence, RedisSessions};
 use crate::chat::{Backends, ChatService};
 use crate::configuration::RedisUrl;
 use crate::configuration::Settings;
@@ -103,12 +103,16 @@ impl Application {
             match &settings.redis.redis_url {
                 None => {
                     tracing::info!(node = %node_name, "single node with in-memory state");
-                    ChatService::in_memory(settings.max_message_chars(), settings.stream_max_len())
+                    ChatService::in_memory_with(
+                        settings.max_message_chars(),
+                        settings.stream_max_len(),
+                        settings.rooms(),
+                    )
                 }
                 Some(url) => {
                     let (chat, keep_alive) = cluster_chat(&settings, url, &node_name).await?;
                     background.push(keep_alive);
-                    tracing::info!(node = %node_name, redis = %url, "cluster node: the room is shared through Redis");
+                    tracing::info!(node = %node_name, redis = %url, "cluster node: the rooms are shared through Redis");
                     chat
                 }
             }
@@ -136,14 +140,15 @@ impl Application {
             settings.rate_limits(),
             addresses.clone(),
             pacers.clone(),
-        );
+        )
+        .with_max_rooms(usize::try_from(settings.room.max_rooms_per_connection).unwrap_or(usize::MAX));
         background.push(tokio::spawn(realtime.clone().sweep_presence()));
         let health = Health::new(&node_name, chat.clone()).with_capacity(
             realtime.connection_count(),
             usize::try_from(settings.limits.max_connections).unwrap_or(usize::MAX),
         );
         realtime.register(&io);
-        background.push(tokio::spawn(realtime.clone().deliver_room_events()));
+        realtime.deliver_lobby();
 
         // Leptos renders on the tokio runtime; a second call (tests) finds it set already.
         let _ = any_spawner::Executor::init_tokio();
@@ -271,6 +276,7 @@ impl Application {
         for task in &self.background {
             task.abort();
         }
+        self.realtime.stop_delivery();
     }
 }
 
@@ -291,7 +297,7 @@ async fn cluster_chat(
         }
     }
     .map_err(|err| redis_error(BackendError::from(err)))?;
-    let bus = RedisBus::connect(&client, settings.stream_max_len()).await.map_err(redis_error)?;
+    let buses = RedisBuses::connect(&client, settings.stream_max_len()).await.map_err(redis_error)?;
     let sessions = Arc::new(RedisSessions::connect(&client, settings.session_ttl()).await.map_err(redis_error)?);
     let keep_alive = tokio::spawn({
         let sessions = sessions.clone();
@@ -299,8 +305,9 @@ async fn cluster_chat(
     });
     let presence = RedisPresence::connect(&client, node_name, settings.stream_max_len(), settings.presence())
         .await
-        .map_err(redis_error)?;
-    let backends = Backends { sessions, bus: Arc::new(bus), presence: Arc::new(presence) };
+        .map_err(redis_error)?
+        .with_policy(settings.rooms());
+    let backends = Backends { sessions, buses: Arc::new(buses), presence: Arc::new(presence), rooms: settings.rooms() };
     Ok((ChatService::new(backends, settings.max_message_chars()), keep_alive))
 }
 

@@ -2,7 +2,7 @@
 //! [`ClientEvent`] and [`ServerEvent`] serialize to and from exactly that array, so the
 //! browser codec, the load tool and the tests put them on the wire as they are.
 
-use super::payloads::{Backlog, Hello, Notice, PresenceList, RoomLine};
+use super::payloads::{Backlog, Hello, JoinRoom, LeaveRoom, Notice, PresenceList, RoomLine, RoomList, Say};
 use serde::de::{self, SeqAccess, Visitor};
 use serde::ser::SerializeSeq;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -12,6 +12,12 @@ use std::fmt;
 pub const MESSAGE: &str = "message";
 /// Event name a client uses to choose its username.
 pub const SET_USERNAME: &str = "set_username";
+/// Event name a version 2 client uses to be in a room ([`JoinRoom`]).
+pub const JOIN: &str = "join";
+/// Event name a version 2 client uses to leave a room ([`LeaveRoom`]).
+pub const LEAVE: &str = "leave";
+/// Event name of the room list: asked by a version 2 client, answered with a [`RoomList`].
+pub const ROOMS: &str = "rooms";
 /// Event name of the greeting a chatroom client gets after the welcome ([`Hello`]).
 pub const HELLO: &str = "hello";
 /// Event name of one live room event for chatroom clients ([`RoomLine`]).
@@ -28,8 +34,17 @@ pub const PRESENCE: &str = "presence";
 pub enum ClientEvent {
     /// `set_username` with the chosen name.
     SetUsername(String),
-    /// `message` with the text of a chat line (the JS client's `socket.send(text)`).
+    /// `message` with the text of a chat line (the JS client's `socket.send(text)`); a
+    /// version 2 client's bare string is for the lobby.
     Message(String),
+    /// `message` with a room and a text (version 2).
+    Say(Say),
+    /// `join` a room (version 2).
+    Join(JoinRoom),
+    /// `leave` a room (version 2).
+    Leave(LeaveRoom),
+    /// `rooms`: ask for the room list (version 2).
+    ListRooms,
 }
 
 impl ClientEvent {
@@ -37,14 +52,10 @@ impl ClientEvent {
     pub fn name(&self) -> &'static str {
         match self {
             ClientEvent::SetUsername(_) => SET_USERNAME,
-            ClientEvent::Message(_) => MESSAGE,
-        }
-    }
-
-    /// The single string argument.
-    pub fn text(&self) -> &str {
-        match self {
-            ClientEvent::SetUsername(text) | ClientEvent::Message(text) => text,
+            ClientEvent::Message(_) | ClientEvent::Say(_) => MESSAGE,
+            ClientEvent::Join(_) => JOIN,
+            ClientEvent::Leave(_) => LEAVE,
+            ClientEvent::ListRooms => ROOMS,
         }
     }
 }
@@ -64,6 +75,8 @@ pub enum ServerEvent {
     Notice(Notice),
     /// `presence`: who is online, for chatroom clients only.
     Presence(PresenceList),
+    /// `rooms`: the room list, for a version 2 client that asked.
+    Rooms(RoomList),
 }
 
 impl ServerEvent {
@@ -76,6 +89,7 @@ impl ServerEvent {
             ServerEvent::Line(_) => LINE,
             ServerEvent::Notice(_) => NOTICE,
             ServerEvent::Presence(_) => PRESENCE,
+            ServerEvent::Rooms(_) => ROOMS,
         }
     }
 }
@@ -118,7 +132,15 @@ fn string_arg<E: de::Error>(arg: serde_json::Value) -> Result<String, E> {
 
 impl Serialize for ClientEvent {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serialize_event(serializer, self.name(), self.text())
+        match self {
+            ClientEvent::SetUsername(text) | ClientEvent::Message(text) => {
+                serialize_event(serializer, self.name(), text)
+            }
+            ClientEvent::Say(say) => serialize_event(serializer, MESSAGE, say),
+            ClientEvent::Join(join) => serialize_event(serializer, JOIN, join),
+            ClientEvent::Leave(leave) => serialize_event(serializer, LEAVE, leave),
+            ClientEvent::ListRooms => serialize_event(serializer, ROOMS, &serde_json::Map::new()),
+        }
     }
 }
 
@@ -127,8 +149,12 @@ impl<'de> Deserialize<'de> for ClientEvent {
         let (name, arg) = deserialize_event(deserializer)?;
         match name.as_str() {
             SET_USERNAME => Ok(ClientEvent::SetUsername(string_arg(arg)?)),
+            MESSAGE if arg.is_object() => serde_json::from_value(arg).map(ClientEvent::Say).map_err(de::Error::custom),
             MESSAGE => Ok(ClientEvent::Message(string_arg(arg)?)),
-            other => Err(de::Error::unknown_variant(other, &[SET_USERNAME, MESSAGE])),
+            JOIN => serde_json::from_value(arg).map(ClientEvent::Join).map_err(de::Error::custom),
+            LEAVE => serde_json::from_value(arg).map(ClientEvent::Leave).map_err(de::Error::custom),
+            ROOMS => Ok(ClientEvent::ListRooms),
+            other => Err(de::Error::unknown_variant(other, &[SET_USERNAME, MESSAGE, JOIN, LEAVE, ROOMS])),
         }
     }
 }
@@ -142,6 +168,7 @@ impl Serialize for ServerEvent {
             ServerEvent::Line(line) => serialize_event(serializer, LINE, line),
             ServerEvent::Notice(notice) => serialize_event(serializer, NOTICE, notice),
             ServerEvent::Presence(presence) => serialize_event(serializer, PRESENCE, presence),
+            ServerEvent::Rooms(rooms) => serialize_event(serializer, ROOMS, rooms),
         }
     }
 }
@@ -156,7 +183,8 @@ impl<'de> Deserialize<'de> for ServerEvent {
             LINE => serde_json::from_value(arg).map(ServerEvent::Line).map_err(de::Error::custom),
             NOTICE => serde_json::from_value(arg).map(ServerEvent::Notice).map_err(de::Error::custom),
             PRESENCE => serde_json::from_value(arg).map(ServerEvent::Presence).map_err(de::Error::custom),
-            other => Err(de::Error::unknown_variant(other, &[MESSAGE, HELLO, BACKLOG, LINE, NOTICE, PRESENCE])),
+            ROOMS => serde_json::from_value(arg).map(ServerEvent::Rooms).map_err(de::Error::custom),
+            other => Err(de::Error::unknown_variant(other, &[MESSAGE, HELLO, BACKLOG, LINE, NOTICE, PRESENCE, ROOMS])),
         }
     }
 }
@@ -180,6 +208,10 @@ mod tests {
             ClientEvent::SetUsername("Zoë 🦀".into()),
             ClientEvent::Message("<script>alert(1)</script>".into()),
             ClientEvent::Message(String::new()),
+            ClientEvent::Say(Say { room: "ops".into(), text: "hi".into() }),
+            ClientEvent::Join(JoinRoom { room: "ops".into(), after: Some("5-0".into()) }),
+            ClientEvent::Leave(LeaveRoom { room: "ops".into() }),
+            ClientEvent::ListRooms,
         ] {
             let json = serde_json::to_string(&ev).unwrap();
             assert_eq!(serde_json::from_str::<ClientEvent>(&json).unwrap(), ev);
@@ -200,12 +232,13 @@ mod tests {
         let json = serde_json::to_string(&ev).unwrap();
         assert_eq!(json, r#"["hello",{"node":"node-1"}]"#);
         assert_eq!(serde_json::from_str::<ServerEvent>(&json).unwrap(), ev);
-        assert_eq!(serde_json::to_string(&ClientAuth::new()).unwrap(), r#"{"v":1}"#);
+        assert_eq!(serde_json::to_string(&ClientAuth::new()).unwrap(), r#"{"v":2}"#);
     }
 
     #[test]
     fn structured_events_have_documented_shapes() {
         let line = RoomLine {
+            room: None,
             pos: "1700000000000-0".parse().unwrap(),
             ts: 1_700_000_000_000,
             event: RoomEvent::Chat { author: "ann".into(), text: "hi".into() },
@@ -217,18 +250,22 @@ mod tests {
             r#"["line",{"pos":"1700000000000-0","ts":1700000000000,"kind":"chat","author":"ann","text":"hi"}]"#
         );
         assert_eq!(serde_json::from_str::<ServerEvent>(&json).unwrap(), ev);
-        let ev = ServerEvent::Backlog(Backlog { kind: BacklogKind::Reset, lines: vec![line] });
+        let ev = ServerEvent::Backlog(Backlog { room: None, kind: BacklogKind::Reset, lines: vec![line] });
         let json = serde_json::to_string(&ev).unwrap();
         assert!(json.starts_with(r#"["backlog",{"kind":"reset","lines":[{"pos""#), "{json}");
         assert_eq!(serde_json::from_str::<ServerEvent>(&json).unwrap(), ev);
-        let ev = ServerEvent::Notice(Notice::Refused { text: "no".into() });
+        let ev = ServerEvent::Notice(Notice::Refused { room: None, text: "no".into() });
         let json = serde_json::to_string(&ev).unwrap();
         assert_eq!(json, r#"["notice",{"kind":"refused","text":"no"}]"#);
         assert_eq!(serde_json::from_str::<ServerEvent>(&json).unwrap(), ev);
         let ann = crate::protocol::Username::parse("ann").unwrap();
         let json = serde_json::to_string(&ServerEvent::Notice(Notice::name_set(&ann))).unwrap();
         assert_eq!(json, r#"["notice",{"kind":"name_set","name":"ann","text":"Your username is set to ann"}]"#);
-        let ev = ServerEvent::Presence(PresenceList { at: Position { ms: 5, seq: 1 }, users: vec!["ann".into()] });
+        let ev = ServerEvent::Presence(PresenceList {
+            room: None,
+            at: Position { ms: 5, seq: 1 },
+            users: vec!["ann".into()],
+        });
         let json = serde_json::to_string(&ev).unwrap();
         assert_eq!(json, r#"["presence",{"at":"5-1","users":["ann"]}]"#);
         assert_eq!(serde_json::from_str::<ServerEvent>(&json).unwrap(), ev);

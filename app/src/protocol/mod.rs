@@ -19,10 +19,14 @@ pub mod payloads;
 pub mod rules;
 pub mod session;
 
-pub use events::{BACKLOG, ClientEvent, HELLO, LINE, MESSAGE, NOTICE, PRESENCE, SET_USERNAME, ServerEvent};
+pub use events::{
+    BACKLOG, ClientEvent, HELLO, JOIN, LEAVE, LINE, MESSAGE, NOTICE, PRESENCE, ROOMS, SET_USERNAME, ServerEvent,
+};
 pub use ids::{BadClientKey, BadPosition, ClientKey, Position, Presented};
 pub use payloads::{
-    Backlog, BacklogKind, ClientAuth, Hello, Notice, PROTOCOL_VERSION, PresenceList, RoomEvent, RoomLine, WELCOME,
-    username_lost, username_set,
+    After, Backlog, BacklogKind, ClientAuth, Hello, JoinRoom, LeaveRoom, Notice, PROTOCOL_V1, PROTOCOL_VERSION,
+    PresenceList, RoomCount, RoomEvent, RoomLine, RoomList, Say, WELCOME, username_lost, username_set,
 };
-pub use rules::{DEFAULT_MAX_MESSAGE_CHARS, MAX_NAME_CHARS, MessageText, Refusal, Username};
+pub use rules::{
+    DEFAULT_MAX_MESSAGE_CHARS, LOBBY, MAX_NAME_CHARS, MAX_ROOM_CHARS, MessageText, Refusal, RoomName, Username,
+};

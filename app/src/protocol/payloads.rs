@@ -2,11 +2,14 @@
 //! events everyone sees in one order, and what one client is told alone.
 
 use super::ids::{ClientKey, Position, Presented};
-use super::rules::Username;
+use super::rules::{RoomName, Username};
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 
-/// The protocol version this build's chatroom clients announce.
-pub const PROTOCOL_VERSION: u32 = 1;
+/// The protocol version this build's chatroom clients announce: rooms.
+pub const PROTOCOL_VERSION: u32 = 2;
+/// The first structured protocol: one room (the lobby), payloads without a `room`.
+pub const PROTOCOL_V1: u32 = 1;
 
 /// Sent to a client alone when it connects.
 pub const WELCOME: &str = "Welcome to the chatroom!";
@@ -28,10 +31,10 @@ pub fn username_lost(name: &str) -> String {
 pub struct ClientAuth {
     /// The protocol version the client speaks.
     pub v: u32,
-    /// The position of the last room event the client saw: resume after it. One that is
-    /// not a position is answered with a `reset`.
+    /// Where the client stands: resume after it. A position that is not one is answered
+    /// with a `reset`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub after: Option<Presented<Position>>,
+    pub after: Option<After>,
     /// The name the client had: it is set again on the new connection.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
@@ -47,6 +50,70 @@ impl ClientAuth {
     pub fn new() -> Self {
         Self { v: PROTOCOL_VERSION, after: None, name: None, key: None }
     }
+
+    /// A version 1 client's auth (one room, payloads without a `room`).
+    pub fn v1() -> Self {
+        Self { v: PROTOCOL_V1, ..Self::new() }
+    }
+
+    /// Whether the client speaks the rooms protocol (version 2 or later).
+    pub fn has_rooms(&self) -> bool {
+        self.v >= PROTOCOL_VERSION
+    }
+}
+
+/// Where a client stood when its connection dropped.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum After {
+    /// Version 1: the position of the last room event it saw.
+    One(Presented<Position>),
+    /// Version 2: the rooms it was in, each with the position of the last event it saw
+    /// there (`null` when it saw none: it joins with the history). It is in these rooms
+    /// again as soon as it is connected.
+    PerRoom(BTreeMap<String, Option<Presented<Position>>>),
+}
+
+/// A version 2 client's `join`: be in a room, and get its backlog and who is there.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JoinRoom {
+    /// The room (it is opened if nobody was in it yet).
+    pub room: String,
+    /// The position of the last event the client saw in it: resume after it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after: Option<Presented<Position>>,
+}
+
+/// A version 2 client's `leave`: no more events of this room.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeaveRoom {
+    /// The room.
+    pub room: String,
+}
+
+/// The rooms in use, for a version 2 client that asked (`rooms`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoomList {
+    /// The rooms, most people online first, then by name.
+    pub rooms: Vec<RoomCount>,
+}
+
+/// One room of a [`RoomList`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoomCount {
+    /// The room.
+    pub room: RoomName,
+    /// How many users are in it (as of a few seconds ago at most).
+    pub online: usize,
+}
+
+/// A version 2 client's chat line, for one of the rooms it is in.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Say {
+    /// The room.
+    pub room: String,
+    /// The line.
+    pub text: String,
 }
 
 impl Default for ClientAuth {
@@ -59,6 +126,9 @@ impl Default for ClientAuth {
 /// change the list; those up to `at` are already in it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PresenceList {
+    /// The room (version 2).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub room: Option<RoomName>,
     /// The position of the newest room event the list reflects.
     pub at: Position,
     /// The names of the online users, sorted.
@@ -68,6 +138,9 @@ pub struct PresenceList {
 /// A room event with its place in the room's one order.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RoomLine {
+    /// The room (version 2).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub room: Option<RoomName>,
     /// The room-wide position (`millis-seq`): resume after it.
     pub pos: Position,
     /// Server time, milliseconds since the Unix epoch.
@@ -104,6 +177,9 @@ impl BacklogKind {
 /// Room events sent on connecting, before any live [`RoomLine`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Backlog {
+    /// The room (version 2).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub room: Option<RoomName>,
     /// Which kind of backlog this is.
     pub kind: BacklogKind,
     /// The events, oldest first.
@@ -114,8 +190,11 @@ pub struct Backlog {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Notice {
-    /// Sent on connecting.
+    /// Sent on connecting (version 1), or on joining a room fresh (version 2).
     Welcome {
+        /// The room joined (version 2).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        room: Option<RoomName>,
         /// The greeting.
         text: String,
     },
@@ -128,8 +207,16 @@ pub enum Notice {
     },
     /// An input of the client's was refused.
     Refused {
+        /// The room it was about, if any (version 2).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        room: Option<RoomName>,
         /// Why, as the legacy text.
         text: String,
+    },
+    /// The client left a room (version 2): no more events of it follow.
+    RoomLeft {
+        /// The room.
+        room: RoomName,
     },
     /// Another user took the client's name while it was cut off from the room: it has
     /// no name until it sets one.
@@ -144,7 +231,21 @@ pub enum Notice {
 impl Notice {
     /// The greeting on connecting.
     pub fn welcome() -> Self {
-        Notice::Welcome { text: WELCOME.to_owned() }
+        Notice::Welcome { room: None, text: WELCOME.to_owned() }
+    }
+
+    /// The refusal of an input, about `room` if any.
+    pub fn refused(room: Option<&RoomName>, refusal: &super::Refusal) -> Self {
+        Notice::Refused { room: room.cloned(), text: refusal.to_string() }
+    }
+
+    /// The same notice about `room` (for version 2 clients; others get it as it is).
+    pub fn in_room(self, room: Option<&RoomName>) -> Self {
+        match self {
+            Notice::Welcome { text, .. } => Notice::Welcome { room: room.cloned(), text },
+            Notice::Refused { text, .. } => Notice::Refused { room: room.cloned(), text },
+            other => other,
+        }
     }
 
     /// The confirmation that the client's name is `name`.
@@ -160,10 +261,11 @@ impl Notice {
     /// The text a legacy client gets for the same answer.
     pub fn text(&self) -> &str {
         match self {
-            Notice::Welcome { text }
+            Notice::Welcome { text, .. }
             | Notice::NameSet { text, .. }
-            | Notice::Refused { text }
+            | Notice::Refused { text, .. }
             | Notice::NameLost { text, .. } => text,
+            Notice::RoomLeft { .. } => "",
         }
     }
 }
@@ -234,18 +336,52 @@ mod tests {
 
     #[test]
     fn auth_has_the_documented_shape() {
-        assert_eq!(serde_json::to_string(&ClientAuth::new()).unwrap(), r#"{"v":1}"#);
+        assert_eq!(serde_json::to_string(&ClientAuth::v1()).unwrap(), r#"{"v":1}"#);
+        assert_eq!(serde_json::to_string(&ClientAuth::new()).unwrap(), r#"{"v":2}"#);
         let auth: ClientAuth =
             serde_json::from_str(r#"{"v":1,"after":"5-1","name":"ann","key":"0123456789abcdef"}"#).unwrap();
-        assert_eq!(auth.after, Some(Presented::Valid(Position { ms: 5, seq: 1 })));
+        assert_eq!(auth.after, Some(After::One(Presented::Valid(Position { ms: 5, seq: 1 }))));
+        assert!(!auth.has_rooms());
         assert_eq!(auth.name.as_deref(), Some("ann"));
         assert_eq!(auth.key.as_ref().and_then(Presented::valid).map(ClientKey::as_str), Some("0123456789abcdef"));
         // A bad field is kept apart; the rest of the payload still counts.
         let auth: ClientAuth = serde_json::from_str(r#"{"v":1,"after":"x","key":"k1"}"#).unwrap();
         assert_eq!(
             (auth.after, auth.key),
-            (Some(Presented::Invalid("x".into())), Some(Presented::Invalid("k1".into())))
+            (Some(After::One(Presented::Invalid("x".into()))), Some(Presented::Invalid("k1".into())))
         );
+        // Version 2: a position per room, null for a room joined without one.
+        let auth: ClientAuth = serde_json::from_str(r#"{"v":2,"after":{"lobby":"5-1","ops":null}}"#).unwrap();
+        assert!(auth.has_rooms());
+        let Some(After::PerRoom(rooms)) = auth.after else { panic!("per room") };
+        assert_eq!(rooms["lobby"], Some(Presented::Valid(Position { ms: 5, seq: 1 })));
+        assert_eq!(rooms["ops"], None);
+    }
+
+    #[test]
+    fn version_2_payloads_name_their_room() {
+        let ops = RoomName::parse("ops").unwrap();
+        let line = RoomLine {
+            room: Some(ops.clone()),
+            pos: Position { ms: 5, seq: 0 },
+            ts: 5,
+            event: RoomEvent::Left { author: "ann".into() },
+        };
+        assert_eq!(
+            serde_json::to_string(&line).unwrap(),
+            r#"{"room":"ops","pos":"5-0","ts":5,"kind":"left","author":"ann"}"#
+        );
+        let refused = Notice::refused(Some(&ops), &super::super::Refusal::NoUsername);
+        assert_eq!(
+            serde_json::to_string(&refused).unwrap(),
+            r#"{"kind":"refused","room":"ops","text":"Failed to send the message. Specify a username first."}"#
+        );
+        assert_eq!(
+            serde_json::to_string(&Notice::RoomLeft { room: ops }).unwrap(),
+            r#"{"kind":"room_left","room":"ops"}"#
+        );
+        let join: JoinRoom = serde_json::from_str(r#"{"room":"ops","after":"5-0"}"#).unwrap();
+        assert_eq!(join.after, Some(Presented::Valid(Position { ms: 5, seq: 0 })));
     }
 
     #[test]

@@ -7,6 +7,10 @@ use thiserror::Error;
 pub const MAX_NAME_CHARS: usize = 32;
 /// The default longest chat message, in characters.
 pub const DEFAULT_MAX_MESSAGE_CHARS: usize = 2000;
+/// The longest room name, in characters.
+pub const MAX_ROOM_CHARS: usize = 32;
+/// The room legacy clients are in, and the one `/` opens.
+pub const LOBBY: &str = "lobby";
 
 /// Why an input was not accepted; the text is sent to the client as it is.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
@@ -62,6 +66,45 @@ pub enum Refusal {
     /// The line could not be published (the backend is down).
     #[error("Failed to send the message: the chat service is unavailable, try again.")]
     Unavailable,
+    /// The room is not a string.
+    #[error("Room must be a string.")]
+    RoomNotText,
+    /// The room name is empty or blank.
+    #[error("Room name cannot be empty.")]
+    EmptyRoomName,
+    /// The room name is longer than `max` characters.
+    #[error("Room name is too long (maximum {max} characters).")]
+    RoomNameTooLong {
+        /// The longest room name.
+        max: usize,
+    },
+    /// The room name holds something other than `a-z`, `0-9`, `-` and `_`.
+    #[error("Room name can only hold lower-case letters, digits, - and _.")]
+    RoomNameNotPlain,
+    /// The client asked about a room it has not joined.
+    #[error("You are not in the room {room}. Join it first.")]
+    NotInRoom {
+        /// The room.
+        room: String,
+    },
+    /// The connection is in as many rooms as it may be.
+    #[error("You are in too many rooms (maximum {max}). Leave one first.")]
+    TooManyRooms {
+        /// The most rooms one connection may be in.
+        max: usize,
+    },
+    /// The cluster holds as many rooms as it may: no new one can be opened.
+    #[error("No new room can be opened: the chat holds as many as it may ({max}).")]
+    RoomLimit {
+        /// The most rooms the cluster holds.
+        max: usize,
+    },
+    /// The room could not be joined or left (the backend is down).
+    #[error("Could not change rooms: the chat service is unavailable, try again.")]
+    RoomUnavailable,
+    /// The client opens new rooms faster than its rate limit.
+    #[error("Could not open the room: too many new rooms. Wait a moment.")]
+    RoomsTooFast,
 }
 
 impl Refusal {
@@ -82,6 +125,15 @@ impl Refusal {
             Refusal::TooFast => "too_fast",
             Refusal::RenamesTooFast => "renames_too_fast",
             Refusal::Unavailable => "unavailable",
+            Refusal::RoomNotText => "room_not_text",
+            Refusal::EmptyRoomName => "empty_room_name",
+            Refusal::RoomNameTooLong { .. } => "room_name_too_long",
+            Refusal::RoomNameNotPlain => "room_name_not_plain",
+            Refusal::NotInRoom { .. } => "not_in_room",
+            Refusal::TooManyRooms { .. } => "too_many_rooms",
+            Refusal::RoomLimit { .. } => "room_limit",
+            Refusal::RoomUnavailable => "room_unavailable",
+            Refusal::RoomsTooFast => "rooms_too_fast",
         }
     }
 }
@@ -136,6 +188,63 @@ impl<'de> serde::Deserialize<'de> for Username {
 
 fn is_bidi_control(c: char) -> bool {
     matches!(c, '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
+}
+
+/// A room's name that passed the rules: 1 to 32 of `a-z`, `0-9`, `-` and `_`, so it is
+/// safe in a URL path and in a Redis key, and two rooms never differ by case alone.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RoomName(String);
+
+impl RoomName {
+    /// Checks a requested room name; surrounding whitespace is dropped.
+    pub fn parse(raw: &str) -> Result<Self, Refusal> {
+        let name = raw.trim();
+        if name.is_empty() {
+            return Err(Refusal::EmptyRoomName);
+        }
+        if name.chars().count() > MAX_ROOM_CHARS {
+            return Err(Refusal::RoomNameTooLong { max: MAX_ROOM_CHARS });
+        }
+        if !name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_') {
+            return Err(Refusal::RoomNameNotPlain);
+        }
+        Ok(Self(name.to_owned()))
+    }
+
+    /// The room legacy clients are in.
+    pub fn lobby() -> Self {
+        Self(LOBBY.to_owned())
+    }
+
+    /// Whether this is the lobby.
+    pub fn is_lobby(&self) -> bool {
+        self.0 == LOBBY
+    }
+
+    /// The name as written.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for RoomName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl serde::Serialize for RoomName {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.0)
+    }
+}
+
+/// Reads a room name sent by the other side, checked by the same rules.
+impl<'de> serde::Deserialize<'de> for RoomName {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let raw = String::deserialize(deserializer)?;
+        RoomName::parse(&raw).map_err(serde::de::Error::custom)
+    }
 }
 
 /// The text of a chat line that passed the rules; it is kept exactly as sent.
@@ -193,6 +302,29 @@ mod tests {
         for bad in ["a\u{0}b", "a\nb", "a\u{7f}", "evil\u{202E}gnp.exe", "a\u{1b}[31m"] {
             assert_eq!(Username::parse(bad), Err(Refusal::NameHasControlChars), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn room_names_are_short_plain_and_lower_case() {
+        assert_eq!(RoomName::parse(" ops-2_b ").unwrap().as_str(), "ops-2_b");
+        assert!(RoomName::parse(&"a".repeat(MAX_ROOM_CHARS)).is_ok());
+        assert!(RoomName::lobby().is_lobby());
+        for (bad, refusal) in [
+            ("", Refusal::EmptyRoomName),
+            ("  ", Refusal::EmptyRoomName),
+            (&*"a".repeat(33), Refusal::RoomNameTooLong { max: 32 }),
+            ("Ops", Refusal::RoomNameNotPlain),
+            ("a b", Refusal::RoomNameNotPlain),
+            ("a{b}", Refusal::RoomNameNotPlain),
+            ("café", Refusal::RoomNameNotPlain),
+            ("a:b", Refusal::RoomNameNotPlain),
+        ] {
+            assert_eq!(RoomName::parse(bad), Err(refusal), "{bad:?}");
+        }
+        assert_eq!(
+            Refusal::RoomNameNotPlain.to_string(),
+            "Room name can only hold lower-case letters, digits, - and _."
+        );
     }
 
     #[test]

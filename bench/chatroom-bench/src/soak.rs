@@ -10,7 +10,7 @@
 use anyhow::{Context, bail};
 use app::protocol::session::{Backoff, ClientSession, Step};
 use app::protocol::{
-    BacklogKind, ClientAuth, ClientEvent, Notice, Position, Presented, RoomEvent, RoomLine, ServerEvent,
+    After, BacklogKind, ClientAuth, ClientEvent, Notice, Position, Presented, RoomEvent, RoomLine, ServerEvent,
 };
 use futures::{SinkExt, StreamExt};
 use serde::Serialize;
@@ -178,10 +178,10 @@ async fn client(url: &str, index: usize, sending: Option<(Instant, Instant, Dura
         }
         first = false;
         let auth = ClientAuth {
-            after: state.after.map(Presented::Valid),
+            after: state.after.map(|pos| After::One(Presented::Valid(pos))),
             name: Some(name_of(index)),
             key: key.parse().ok().map(Presented::Valid),
-            ..ClientAuth::new()
+            ..ClientAuth::v1()
         };
         match session(url, &auth, &mut state, sending, end).await {
             // It was online: the next disconnect starts the backoff over.

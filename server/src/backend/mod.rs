@@ -1,16 +1,19 @@
-//! Where a node keeps what the room shares, behind three traits: the ordered bus of room
-//! events ([`EventBus`]), who is online ([`Presence`]) and the legacy session records
-//! ([`SessionStore`]). [`memory`] serves one node; [`redis`] lets many nodes share a room.
+//! Where a node keeps what the rooms share, behind three traits: each room's ordered bus
+//! of events ([`Buses`], [`EventBus`]), who is online and in which room ([`Presence`]) and
+//! the legacy session records ([`SessionStore`]). [`memory`] serves one node; [`redis`]
+//! lets many nodes share the rooms.
 //!
-//! Invariant of every implementation: a presence change and its announcement on the bus
-//! are one step, so the presence list and the room's events never disagree.
+//! Invariant of every implementation: a change to a room's presence and its announcement
+//! on that room's bus are one step, so a room's presence list and its events never
+//! disagree. Rooms are independent: each has its own order, positions and epoch.
 
 pub mod memory;
 pub mod redis;
 
-use app::protocol::{BadPosition, ClientKey, Position, PresenceList, RoomEvent, RoomLine, Username};
+use app::protocol::{BadPosition, ClientKey, Position, PresenceList, RoomEvent, RoomLine, RoomName, Username};
 use async_trait::async_trait;
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 use thiserror::Error;
 
@@ -29,7 +32,7 @@ pub struct Delivered {
 impl Delivered {
     /// The event as a chatroom client receives it.
     pub fn line(&self) -> RoomLine {
-        RoomLine { pos: self.position, ts: self.position.ms, event: self.event.clone() }
+        RoomLine { room: None, pos: self.position, ts: self.position.ms, event: self.event.clone() }
     }
 }
 
@@ -118,9 +121,10 @@ pub enum Claim {
     Renamed,
 }
 
-/// Who is online: users, their connections, and their unique names. Every change to
-/// the list is published on the bus in the same step as it is made, so the list and the
-/// room's events never disagree.
+/// Who is online: users, their connections and their unique names (one registry for
+/// the whole service), and who is in which room. A user is in a room while one of its
+/// connections is; a named user is listed there. Every change to a room's list is
+/// published on that room's bus in the same step as it is made.
 #[async_trait]
 pub trait Presence: Send + Sync {
     /// A connection of `user` opened; returns the name the user already has (another
@@ -128,21 +132,81 @@ pub trait Presence: Send + Sync {
     async fn connect(&self, user: &UserId, sid: &SessionId) -> Result<Option<Username>, BackendError>;
 
     /// Gives `user` the name `name` unless another online user has one with the same
-    /// [`NameKeys`](crate::names::NameKeys) key; announces a join or a rename.
+    /// [`NameKeys`](crate::names::NameKeys) key; announces a join or a rename in every
+    /// room the user is in.
     async fn claim(&self, user: &UserId, sid: &SessionId, name: &Username) -> Result<Claim, BackendError>;
 
-    /// A connection closed. When it was the user's last, the user leaves once `grace`
-    /// has passed without a new connection (at once when `grace` is zero).
-    async fn disconnect(&self, user: &UserId, sid: &SessionId, grace: Duration) -> Result<(), BackendError>;
+    /// The connection `sid` of `user` is in `room` now; a named user new to the room is
+    /// announced there. A room not listed yet is opened, unless the service holds as
+    /// many rooms as [`RoomPolicy::max_rooms`] allows.
+    async fn enter(&self, room: &RoomName, user: &UserId, sid: &SessionId) -> Result<Entered, BackendError>;
 
-    /// The names online, sorted, and the position of the newest room event they reflect.
-    async fn snapshot(&self) -> Result<PresenceList, BackendError>;
+    /// The connection `sid` left `room`; when it was the user's last there, the user
+    /// leaves the room at once.
+    async fn exit(&self, room: &RoomName, user: &UserId, sid: &SessionId) -> Result<(), BackendError>;
+
+    /// A connection closed, and with it its presence in `rooms`. A user whose last
+    /// connection in a room this was leaves the room once `grace` has passed without a
+    /// new one (at once when `grace` is zero); likewise a user with no connection left
+    /// loses its name.
+    async fn disconnect(
+        &self,
+        user: &UserId,
+        sid: &SessionId,
+        rooms: &[RoomName],
+        grace: Duration,
+    ) -> Result<(), BackendError>;
+
+    /// The names in `room`, sorted, and the position of its newest event they reflect.
+    async fn snapshot(&self, room: &RoomName) -> Result<PresenceList, BackendError>;
+
+    /// `rooms` have members on this node now: they stay listed (with their count of
+    /// users online brought up to date) and their keys do not expire. Reported every few
+    /// seconds, and once more when a room's last member here left.
+    async fn report(&self, rooms: &[RoomName]) -> Result<(), BackendError>;
+
+    /// The rooms in use: with members, or whose last member left less than
+    /// [`RoomPolicy::idle`] ago; with how many users are online in each.
+    async fn rooms(&self) -> Result<Vec<RoomInfo>, BackendError>;
 
     /// Beats for this node and announces the leave of users whose grace period is over,
     /// and in a cluster of users of nodes that stopped beating. Writes this node's
     /// connections back when presence lost them (Redis lost data, or this node was taken
     /// for dead), and says which of them lost their name to someone else meanwhile.
     async fn sweep(&self) -> Result<Swept, BackendError>;
+}
+
+/// Whether a connection got into a room.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Entered {
+    /// It is in the room.
+    In,
+    /// The room was not open, and no new room may be: the service holds as many as it may.
+    RoomLimit,
+}
+
+/// How many rooms the service holds, and how long an unused one is kept.
+#[derive(Debug, Clone, Copy)]
+pub struct RoomPolicy {
+    /// The most rooms listed at once; opening one more is refused.
+    pub max_rooms: usize,
+    /// A room with nobody in it for this long is forgotten, with its events.
+    pub idle: Duration,
+}
+
+impl Default for RoomPolicy {
+    fn default() -> Self {
+        Self { max_rooms: 10_000, idle: Duration::from_secs(30 * 24 * 3600) }
+    }
+}
+
+/// A room as the room list shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoomInfo {
+    /// Its name.
+    pub room: RoomName,
+    /// How many users are in it now (as of the last report, a few seconds at most).
+    pub online: usize,
 }
 
 /// What a presence sweep did.
@@ -190,7 +254,13 @@ pub enum BackendError {
     Closed,
 }
 
-/// The room's one ordered bus: every node delivers what it reads here, in this order.
+/// The buses of all rooms.
+pub trait Buses: Send + Sync {
+    /// The bus of `room` (a room nobody wrote to yet has an empty one).
+    fn room(&self, room: &RoomName) -> Arc<dyn EventBus>;
+}
+
+/// One room's ordered bus: every node delivers what it reads here, in this order.
 #[async_trait]
 pub trait EventBus: Send + Sync {
     /// Appends an event and returns its position; an error means it was not published.

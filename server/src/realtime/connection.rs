@@ -1,14 +1,16 @@
 //! One connection's task: it opens the session, handles the client's events one at a
-//! time in arrival order, and closes the session when the connection is over.
+//! time in arrival order (joining and leaving rooms among them), and closes the session
+//! when the connection is over.
 
+use super::hub::Hub;
 use super::inbox::{EventQueue, Inbound};
-use super::member::Member;
+use super::member::{Member, Speaks};
 use crate::addresses::{AddressPolicy, ClientAddr};
 use crate::backend::SessionId;
-use crate::chat::{ChatService, Join, JoinName};
+use crate::chat::{ChatService, Join, JoinName, name_on_connect};
 use crate::limits::{ConnectionLimits, Verdict};
 use crate::metrics::Metrics;
-use app::protocol::{Notice, Refusal};
+use app::protocol::{Notice, Position, Presented, ROOMS, Refusal, RoomCount, RoomList, RoomName};
 use serde_json::Value;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -27,6 +29,12 @@ pub(super) struct Connection {
     pub(super) limits: Arc<ConnectionLimits>,
     /// The chat's rules.
     pub(super) chat: Arc<ChatService>,
+    /// The node's rooms.
+    pub(super) hub: Arc<Hub>,
+    /// The most rooms it may be in at once.
+    pub(super) max_rooms: usize,
+    /// The most rooms a room list holds.
+    pub(super) max_listed: usize,
     /// The node's counters.
     pub(super) metrics: Arc<Metrics>,
     /// How many connections this node holds.
@@ -48,6 +56,14 @@ impl Connection {
                 metrics.backend_error("session");
             }
         }
+        if member.speaks == Speaks::Legacy {
+            // Its delivery began on connecting; presence learns it here, before its events.
+            let lobby = RoomName::lobby();
+            if let Err(refusal) = chat.enter(&lobby, &member.user, sid).await {
+                tracing::warn!(%sid, %refusal, "a legacy client is not in the lobby's presence");
+                metrics.backend_error("presence");
+            }
+        }
         loop {
             tokio::select! {
                 biased;
@@ -59,7 +75,8 @@ impl Connection {
         for event in queue.close() {
             self.handle(event).await;
         }
-        if let Err(err) = chat.close_session(sid, &member.user).await {
+        let rooms = member.rooms();
+        if let Err(err) = chat.close_session(sid, &member.user, &rooms).await {
             tracing::error!(%sid, %err, "could not close the session cleanly");
             metrics.backend_error("session");
         }
@@ -71,47 +88,102 @@ impl Connection {
     async fn handle(&self, event: Inbound) {
         let Self { member, chat, metrics, .. } = self;
         match event {
-            Inbound::Join { after, name } => {
-                let join = chat.join(after.as_ref(), name, member.name()).await;
-                self.send_join(join).await;
+            Inbound::Join { room, after } => self.join(&room, after.as_ref()).await,
+            Inbound::Leave(room) => self.leave(&room).await,
+            Inbound::ListRooms => match chat.rooms(self.max_listed).await {
+                Ok(rooms) => {
+                    let rooms =
+                        rooms.into_iter().map(|info| RoomCount { room: info.room, online: info.online }).collect();
+                    member.outbox.reply_event(ROOMS, &RoomList { rooms });
+                }
+                Err(err) => {
+                    tracing::warn!(%err, "cannot read the room list");
+                    metrics.backend_error("presence");
+                    member.outbox.refuse(&Refusal::RoomUnavailable);
+                }
+            },
+            Inbound::Resync(room) => {
+                if member.is_in(&room) {
+                    let join = chat.resync(&room).await;
+                    self.send_join(&room, join);
+                }
             }
-            Inbound::Resync => {
-                let join = chat.resync().await;
-                self.send_join(join).await;
-            }
+            Inbound::TakeName(presented) => self.take_name(presented).await,
             Inbound::SetUsername(raw) => self.set_username(raw).await,
-            Inbound::Message(raw) => {
+            Inbound::Message { room, raw } => {
+                let label = member.label(&room);
+                if !member.is_in(&room) {
+                    return member.outbox.refuse_in(label, &Refusal::NotInRoom { room: room.to_string() });
+                }
                 let started = std::time::Instant::now();
-                match chat.post(member.name().as_ref(), raw.as_ref()).await {
+                match chat.post(&room, member.name().as_ref(), raw.as_ref()).await {
                     Ok(_) => Metrics::observe(&metrics.publish_seconds, started.elapsed()),
                     Err(refusal) => {
                         if refusal == Refusal::Unavailable {
                             metrics.backend_error("bus_publish");
                         }
-                        member.outbox.refuse(&refusal);
+                        member.outbox.refuse_in(label, &refusal);
                     }
                 }
             }
         }
     }
 
-    /// Sends what a joining (or restarted) client gets: backlog, presence, greeting, name.
-    async fn send_join(&self, join: Join) {
+    /// Puts the client in `room` (presence, then delivery) and sends it the room's
+    /// backlog after `after`, who is there, and a welcome if it is new there.
+    async fn join(&self, room: &RoomName, after: Option<&Presented<Position>>) {
+        let Self { member, sid, chat, hub, max_rooms, .. } = self;
+        let label = member.label(room);
+        if !member.is_in(room) && member.room_count() >= *max_rooms {
+            return member.outbox.refuse_in(label, &Refusal::TooManyRooms { max: *max_rooms });
+        }
+        if let Err(refusal) = chat.enter(room, &member.user, sid).await {
+            return member.outbox.refuse_in(label, &refusal);
+        }
+        // The backlog is read once the room's delivery knows where it starts: the two
+        // then meet with no gap, and the member's cursor drops what both hold.
+        hub.enter(room, member).wait().await;
+        let join = chat.join(room, after).await;
+        self.send_join(room, join);
+    }
+
+    /// Takes the client out of `room`: no more of its events, and its user leaves the
+    /// room with its last connection there.
+    async fn leave(&self, room: &RoomName) {
+        let Self { member, sid, chat, hub, .. } = self;
+        if !member.is_in(room) {
+            return member.outbox.refuse_in(Some(room), &Refusal::NotInRoom { room: room.to_string() });
+        }
+        hub.leave(room, member);
+        if let Err(refusal) = chat.exit(room, &member.user, sid).await {
+            member.outbox.refuse_in(Some(room), &refusal);
+        }
+        member.outbox.reply(&Notice::RoomLeft { room: room.clone() });
+    }
+
+    /// Sends what a client joining `room` (or started over there) gets: backlog,
+    /// presence, greeting.
+    fn send_join(&self, room: &RoomName, join: Join) {
         let Self { member, sid, metrics, .. } = self;
         if let Some(err) = &join.backlog_error {
-            tracing::warn!(%sid, %err, "cannot read the backlog");
+            tracing::warn!(%sid, %room, %err, "cannot read the backlog");
             metrics.backend_error("backlog");
         }
         if let Err(err) = &join.online {
-            tracing::warn!(%sid, %err, "cannot read who is online");
+            tracing::warn!(%sid, %room, %err, "cannot read who is online");
             metrics.backend_error("presence");
         }
         metrics.backlog(join.kind.as_str());
-        member.catch_up(join.kind, &join.backlog, join.resumed_after, join.online.as_ref().ok());
+        member.catch_up(room, join.kind, &join.backlog, join.resumed_after, join.online.as_ref().ok());
         if join.welcome {
-            member.outbox.reply(&Notice::welcome());
+            member.outbox.reply(&Notice::welcome().in_room(member.label(room)));
         }
-        match join.name {
+    }
+
+    /// Takes the name the client presented on connecting, unless its user has one.
+    async fn take_name(&self, presented: Option<String>) {
+        let member = &self.member;
+        match name_on_connect(presented, member.name()) {
             JoinName::Keep(current) => member.outbox.reply(&Notice::name_set(&current)),
             // A name presented on connecting is claimed like any other: within the limits.
             JoinName::Claim(name) => match self.limits.check_rename() {

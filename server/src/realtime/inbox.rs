@@ -9,7 +9,7 @@
 
 use super::outbox::Outbox;
 use crate::limits::{ConnectionLimits, Verdict};
-use app::protocol::{Position, Presented, Refusal};
+use app::protocol::{Position, Presented, Refusal, RoomName};
 use parking_lot::Mutex;
 use serde_json::Value;
 use std::collections::VecDeque;
@@ -27,30 +27,43 @@ const FLOOD_DISCONNECT_DELAY: Duration = Duration::from_millis(500);
 /// An event from a client, queued for its connection's task.
 #[derive(Debug, PartialEq)]
 pub(super) enum Inbound {
-    /// A chatroom client joined: send its backlog, then take the name it presented.
+    /// A chatroom client is in a room: send its backlog there (for version 1, the lobby
+    /// on connecting).
     Join {
-        /// The position it saw last.
+        /// The room.
+        room: RoomName,
+        /// The position it saw last there.
         after: Option<Presented<Position>>,
-        /// The name it had.
-        name: Option<String>,
     },
+    /// A version 2 client leaves a room.
+    Leave(RoomName),
+    /// A version 2 client asks for the room list.
+    ListRooms,
+    /// The name a chatroom client presented on connecting.
+    TakeName(Option<String>),
     /// `set_username` with its raw argument.
     SetUsername(Option<Value>),
-    /// `message` with its raw argument.
-    Message(Option<Value>),
-    /// The client cannot be continued from where it is (its node's bus started a new
-    /// epoch, or too many live events came while its backlog was read): start it over
-    /// with a `reset`.
-    Resync,
+    /// A chat line for a room, with the raw text.
+    Message {
+        /// The room.
+        room: RoomName,
+        /// The text as sent.
+        raw: Option<Value>,
+    },
+    /// The client cannot be continued from where it is in a room (the room's bus started
+    /// a new epoch, or too many live events came while its backlog was read): start it
+    /// over there with a `reset`.
+    Resync(RoomName),
 }
 
 impl Inbound {
     /// About how many bytes of the client's payload it holds.
     fn bytes(&self) -> usize {
         let raw = match self {
-            Inbound::SetUsername(raw) | Inbound::Message(raw) => raw,
-            Inbound::Join { name, .. } => return name.as_ref().map_or(0, String::len),
-            Inbound::Resync => return 0,
+            Inbound::SetUsername(raw) | Inbound::Message { raw, .. } => raw,
+            Inbound::TakeName(name) => return name.as_ref().map_or(0, String::len),
+            Inbound::ListRooms => return 0,
+            Inbound::Join { room, .. } | Inbound::Leave(room) | Inbound::Resync(room) => return room.as_str().len(),
         };
         match raw {
             Some(Value::String(text)) => text.len(),
@@ -154,11 +167,11 @@ impl Inbox {
     }
 
     /// Queues an event its limits allow; refuses one over them, and disconnects a flood.
-    /// `outbox` is the sender's, for the answer.
-    pub(super) fn admit(&self, outbox: &Outbox, verdict: Verdict, event: Inbound) {
+    /// `outbox` is the sender's, for the answer; `room` what the event is about.
+    pub(super) fn admit(&self, outbox: &Outbox, room: Option<&RoomName>, verdict: Verdict, event: Inbound) {
         match verdict {
             Verdict::Allowed => {}
-            Verdict::Refused(refusal) => return outbox.refuse(&refusal),
+            Verdict::Refused(refusal) => return outbox.refuse_in(room, &refusal),
             Verdict::Flooding => {
                 if self.limits.cut_off() {
                     tracing::warn!(sid = %outbox.id(), "client keeps sending while refused: disconnecting it");
@@ -178,7 +191,7 @@ impl Inbox {
             Ok(()) => {}
             Err(NotQueued::Full) => {
                 tracing::warn!(sid = %outbox.id(), "client sends faster than it is served; event refused");
-                outbox.refuse(&Refusal::Busy);
+                outbox.refuse_in(room, &Refusal::Busy);
             }
             // The connection task has finished: the socket is closing.
             Err(NotQueued::Closed) => {}
@@ -192,7 +205,7 @@ mod tests {
     use serde_json::json;
 
     fn message(n: usize) -> Inbound {
-        Inbound::Message(Some(json!(n)))
+        Inbound::Message { room: RoomName::lobby(), raw: Some(json!(n)) }
     }
 
     #[tokio::test]
@@ -220,7 +233,7 @@ mod tests {
     #[tokio::test]
     async fn a_queue_holds_a_bounded_number_of_bytes() {
         let queue = EventQueue::default();
-        let big = || Inbound::Message(Some(json!("x".repeat(100_000))));
+        let big = || Inbound::Message { room: RoomName::lobby(), raw: Some(json!("x".repeat(100_000))) };
         for _ in 0..10 {
             queue.push(big()).unwrap();
         }

@@ -1,8 +1,8 @@
 //! One connection of this node as delivery sees it: who it belongs to, the name it posts
-//! under, and where a chatroom client stands in the room's order.
+//! under, the rooms it is in, and where a chatroom client stands in each room's order.
 //!
-//! Invariant (the backlog/live seam): a chatroom client is sent every room event after
-//! its backlog exactly once and in order. While its backlog is read, live events for it
+//! Invariant (the backlog/live seam), in each room: a chatroom client is sent every room
+//! event after its backlog exactly once and in order. While its backlog is read, live events for it
 //! are held; once the backlog is sent, the held ones it did not contain follow. Positions
 //! are totally ordered, so "did not contain" is "newer than the last one sent". Held
 //! events are bounded: past the bound they are dropped and the client is started over
@@ -15,9 +15,10 @@ use crate::backlog::MAX_BACKLOG_BYTES;
 use crate::metrics::ClientLabels;
 use app::protocol::{
     BACKLOG, Backlog, BacklogKind, LINE, MESSAGE, Notice, PRESENCE, Position, PresenceList, RoomEvent, RoomLine,
-    Username,
+    RoomName, Username,
 };
 use parking_lot::Mutex;
+use std::collections::HashMap;
 use std::sync::Arc;
 use tokio::sync::Notify;
 
@@ -53,6 +54,11 @@ impl Cursor {
     /// A client whose backlog is still to be read: live events are held until then.
     pub(super) fn joining() -> Self {
         Self { last_sent: Position::default(), held: Some(Held::default()) }
+    }
+
+    /// A client that is live from the start (a legacy client: it has no backlog).
+    pub(super) fn live() -> Self {
+        Self { last_sent: Position::default(), held: None }
     }
 
     /// A live event for this client: held while its backlog is read, else whether to
@@ -96,13 +102,15 @@ impl Cursor {
     }
 }
 
-/// How a connection receives room events.
-#[derive(Debug)]
-pub(super) enum Feed {
-    /// `message` strings.
+/// Which protocol a connection speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Speaks {
+    /// `message` strings, in the lobby.
     Legacy,
-    /// `backlog` then `line` events.
-    Structured(Mutex<Cursor>),
+    /// `backlog` then `line` events, in the lobby, without a `room` field.
+    V1,
+    /// Rooms: every room event says which room it is for.
+    V2,
 }
 
 /// A connection of this node that receives room events.
@@ -111,7 +119,10 @@ pub(super) struct Member {
     pub(super) outbox: Outbox,
     /// Its session id.
     pub(super) sid: SessionId,
-    feed: Feed,
+    /// Its protocol.
+    pub(super) speaks: Speaks,
+    /// The rooms it is in, and where it stands in each.
+    rooms: Mutex<HashMap<RoomName, Cursor>>,
     /// Who this connection belongs to.
     pub(super) user: UserId,
     /// The name it posts under. Delivery changes it too, when another connection of the
@@ -126,16 +137,31 @@ pub(super) struct Member {
 }
 
 impl Member {
-    /// A connection of `user` that receives room events through `feed`.
+    /// A connection of `user` that speaks `speaks`, in no room yet.
     pub(super) fn new(
         outbox: Outbox,
         sid: SessionId,
-        feed: Feed,
+        speaks: Speaks,
         user: UserId,
         labels: ClientLabels,
         queue: Arc<EventQueue>,
     ) -> Self {
-        Self { outbox, sid, feed, user, name: Mutex::new(None), gone: Arc::new(Notify::new()), queue, labels }
+        Self {
+            outbox,
+            sid,
+            speaks,
+            rooms: Mutex::new(HashMap::new()),
+            user,
+            name: Mutex::new(None),
+            gone: Arc::new(Notify::new()),
+            queue,
+            labels,
+        }
+    }
+
+    /// The room as this client's payloads name it: version 2 only.
+    pub(super) fn label<'a>(&self, room: &'a RoomName) -> Option<&'a RoomName> {
+        (self.speaks == Speaks::V2).then_some(room)
     }
 
     /// Another user took this connection's name while it was cut off from the room: it
@@ -146,16 +172,48 @@ impl Member {
         }
     }
 
-    /// Starts a chatroom client over: live events are held again and its task sends it
-    /// a `reset` with the recent history. A legacy client has no position to lose.
-    pub(super) fn resync(&self) {
-        let Feed::Structured(cursor) = &self.feed else { return };
-        *cursor.lock() = Cursor::joining();
-        self.ask_for_resync();
+    /// Starts receiving `room`'s events: held until its backlog is sent for a chatroom
+    /// client, at once for a legacy one. A room it was in already starts over.
+    pub(super) fn enter(&self, room: &RoomName) {
+        let cursor = if self.speaks == Speaks::Legacy { Cursor::live() } else { Cursor::joining() };
+        self.rooms.lock().insert(room.clone(), cursor);
     }
 
-    fn ask_for_resync(&self) {
-        match self.queue.push(Inbound::Resync) {
+    /// Stops receiving `room`'s events; whether it was in it.
+    pub(super) fn exit(&self, room: &RoomName) -> bool {
+        self.rooms.lock().remove(room).is_some()
+    }
+
+    /// Whether it is in `room`.
+    pub(super) fn is_in(&self, room: &RoomName) -> bool {
+        self.rooms.lock().contains_key(room)
+    }
+
+    /// The rooms it is in.
+    pub(super) fn rooms(&self) -> Vec<RoomName> {
+        self.rooms.lock().keys().cloned().collect()
+    }
+
+    /// How many rooms it is in.
+    pub(super) fn room_count(&self) -> usize {
+        self.rooms.lock().len()
+    }
+
+    /// Starts a chatroom client over in `room`: live events are held again and its task
+    /// sends it a `reset` with the recent history. A legacy client has no position to lose.
+    pub(super) fn resync(&self, room: &RoomName) {
+        if self.speaks == Speaks::Legacy {
+            return;
+        }
+        match self.rooms.lock().get_mut(room) {
+            Some(cursor) => *cursor = Cursor::joining(),
+            None => return,
+        }
+        self.ask_for_resync(room);
+    }
+
+    fn ask_for_resync(&self, room: &RoomName) {
+        match self.queue.push(Inbound::Resync(room.clone())) {
             Ok(()) | Err(NotQueued::Closed) => {}
             Err(NotQueued::Full) => {
                 // It cannot be told here: let it go, it resumes (and is reset) on reconnecting.
@@ -175,26 +233,32 @@ impl Member {
         std::mem::replace(&mut *self.name.lock(), name)
     }
 
-    /// Writes one room event to this connection (`legacy` is its legacy string, if any).
-    pub(super) fn deliver(&self, delivered: &Delivered, legacy: Option<&str>, line: &RoomLine) {
-        match &self.feed {
-            Feed::Legacy => {
-                if let Some(text) = legacy {
-                    self.outbox.room_event(MESSAGE, text);
-                }
+    /// Writes one event of `room` to this connection (`legacy` is its legacy string, if
+    /// any; `line` is the event as version 1 clients get it, `labelled` as version 2).
+    pub(super) fn deliver(
+        &self,
+        room: &RoomName,
+        delivered: &Delivered,
+        legacy: Option<&str>,
+        line: &RoomLine,
+        labelled: &RoomLine,
+    ) {
+        if self.speaks == Speaks::Legacy {
+            if let Some(text) = legacy {
+                self.outbox.room_event(MESSAGE, text);
             }
-            Feed::Structured(cursor) => {
-                {
-                    // Decided and sent under the lock, so a catch-up cannot interleave.
-                    let mut cursor = cursor.lock();
-                    if cursor.admit(delivered) {
-                        self.outbox.room_event(LINE, line);
-                    }
-                }
-                if delivered.user.as_ref() == Some(&self.user) {
-                    self.follow_name_change(&delivered.event);
-                }
+            return;
+        }
+        {
+            // Decided and sent under the lock, so a catch-up cannot interleave.
+            let mut rooms = self.rooms.lock();
+            let Some(cursor) = rooms.get_mut(room) else { return };
+            if cursor.admit(delivered) {
+                self.outbox.room_event(LINE, if self.speaks == Speaks::V2 { labelled } else { line });
             }
+        }
+        if delivered.user.as_ref() == Some(&self.user) {
+            self.follow_name_change(&delivered.event);
         }
     }
 
@@ -208,39 +272,45 @@ impl Member {
         }
     }
 
-    /// Sends the backlog and who is online, then the live events held meanwhile that the
-    /// backlog did not contain.
+    /// Sends `room`'s backlog and who is in it, then the live events held meanwhile that
+    /// the backlog did not contain.
     pub(super) fn catch_up(
         &self,
+        room: &RoomName,
         kind: BacklogKind,
         backlog: &[Delivered],
         resumed_after: Option<Position>,
         online: Option<&PresenceList>,
     ) {
-        let Feed::Structured(cursor) = &self.feed else { return };
-        let mut cursor = cursor.lock();
+        if self.speaks == Speaks::Legacy {
+            return;
+        }
+        let label = self.label(room);
+        let mut rooms = self.rooms.lock();
+        let Some(cursor) = rooms.get_mut(room) else { return };
         if cursor.overflowed() {
             // Live events were dropped meanwhile: this backlog cannot be continued.
             *cursor = Cursor::joining();
-            drop(cursor);
-            self.ask_for_resync();
+            drop(rooms);
+            self.ask_for_resync(room);
             return;
         }
         let last = backlog.last().map(|d| d.position).or(resumed_after).unwrap_or_default();
-        let lines = backlog.iter().map(room_line).collect();
-        self.outbox.room_event(BACKLOG, &Backlog { kind, lines });
+        let lines = backlog.iter().map(|d| room_line(label, d)).collect();
+        self.outbox.room_event(BACKLOG, &Backlog { room: label.cloned(), kind, lines });
         if let Some(online) = online {
-            self.outbox.room_event(PRESENCE, online);
+            let online = PresenceList { room: label.cloned(), ..online.clone() };
+            self.outbox.room_event(PRESENCE, &online);
         }
         for delivered in cursor.went_live(last) {
-            self.outbox.room_event(LINE, &room_line(&delivered));
+            self.outbox.room_event(LINE, &room_line(label, &delivered));
         }
     }
 }
 
-/// A room event as a chatroom client receives it.
-pub(super) fn room_line(delivered: &Delivered) -> RoomLine {
-    RoomLine { pos: delivered.position, ts: delivered.position.ms, event: delivered.event.clone() }
+/// A room event as a chatroom client receives it (naming the room for version 2).
+pub(super) fn room_line(room: Option<&RoomName>, delivered: &Delivered) -> RoomLine {
+    RoomLine { room: room.cloned(), pos: delivered.position, ts: delivered.position.ms, event: delivered.event.clone() }
 }
 
 #[cfg(test)]

@@ -2,14 +2,16 @@
 //!
 //! - [`inbox`]: each handler only queues its event, in arrival order, after the limits;
 //! - [`connection`]: one task per connection handles that queue in order;
-//! - [`hub`]: one task per node reads the bus and writes each room event to every member;
-//! - [`member`]: a connection as delivery sees it, with the backlog/live seam;
+//! - [`hub`]: the rooms with members on this node, one task each reading the room's bus
+//!   and writing each of its events to the room's members;
+//! - [`member`]: a connection as delivery sees it, with the backlog/live seam per room;
 //! - [`outbox`]: the one way anything is written to a client.
 //!
-//! Room events reach clients only through the bus, so every client sees the bus's one
-//! order. Legacy clients get the legacy strings; chatroom clients get structured lines,
-//! and first their backlog (history, or what they missed) with no gap and no duplicate
-//! at the seam.
+//! Room events reach clients only through their room's bus, so every client sees each
+//! room's one order. Legacy clients are in the lobby and get the legacy strings; chatroom
+//! clients get structured lines, and first a room's backlog (history, or what they
+//! missed) with no gap and no duplicate at the seam. Version 1 clients are in the lobby;
+//! version 2 clients join and leave rooms, and their payloads name the room.
 
 mod connection;
 mod hub;
@@ -25,13 +27,15 @@ use crate::backend::{SessionId, UserId};
 use crate::chat::ChatService;
 use crate::limits::RateLimits;
 use crate::metrics::{ClientLabels, Metrics};
-use app::protocol::{ClientAuth, Hello, MESSAGE, Notice, Presented, SET_USERNAME};
+use app::protocol::{
+    After, ClientAuth, Hello, JOIN, JoinRoom, LEAVE, LeaveRoom, MESSAGE, Notice, Presented, ROOMS, Refusal, RoomName,
+    SET_USERNAME, Say,
+};
 use connection::Connection;
 use hub::Hub;
 use inbox::{EventQueue, Inbound, Inbox};
-use member::{Cursor, Feed, Member};
+use member::{Member, Speaks};
 use outbox::Outbox;
-use parking_lot::Mutex;
 use serde_json::Value;
 use socketioxide::extract::{SocketRef, TryData};
 use socketioxide::socket::DisconnectReason;
@@ -45,6 +49,12 @@ use tokio_util::task::TaskTracker;
 const SWEEP_EVERY: Duration = Duration::from_secs(1);
 /// Every how many sweeps the rate limits forget users and addresses that went quiet.
 const FORGET_QUIET_EVERY: u64 = 10;
+/// Every how many sweeps the rooms with members here are reported (kept, counted).
+const REPORT_ROOMS_EVERY: u64 = 5;
+/// The most rooms a room list holds.
+const MAX_LISTED_ROOMS: usize = 200;
+/// The rooms one connection may be in at once, unless configured otherwise.
+pub const DEFAULT_MAX_ROOMS_PER_CONNECTION: usize = 20;
 
 /// What every connection's handlers share.
 #[derive(Clone)]
@@ -60,6 +70,7 @@ pub struct Realtime {
     connected: Arc<AtomicUsize>,
     addresses: Arc<AddressPolicy>,
     pacers: Arc<Pacers>,
+    max_rooms: usize,
 }
 
 impl Realtime {
@@ -73,16 +84,22 @@ impl Realtime {
         pacers: Arc<Pacers>,
     ) -> Self {
         Self {
+            hub: Arc::new(Hub::new(chat.clone(), metrics.clone())),
             chat,
             node: node.into(),
-            hub: Arc::new(Hub::new()),
             tasks: TaskTracker::new(),
             metrics,
             limits,
             connected: Arc::new(AtomicUsize::new(0)),
             addresses,
             pacers,
+            max_rooms: DEFAULT_MAX_ROOMS_PER_CONNECTION,
         }
+    }
+
+    /// The same handlers letting one connection be in at most `max` rooms at once.
+    pub fn with_max_rooms(self, max: usize) -> Self {
+        Self { max_rooms: max.max(1), ..self }
     }
 
     /// The count of connections this node holds, kept up to date.
@@ -100,10 +117,15 @@ impl Realtime {
         });
     }
 
-    /// Reads the room's bus and delivers every event to this node's members, for the
-    /// life of the node.
-    pub async fn deliver_room_events(self) {
-        self.hub.deliver(&self.chat, &self.metrics).await;
+    /// Delivers the lobby to this node for its whole life (legacy clients are in it the
+    /// moment they connect); other rooms are delivered while they have members here.
+    pub fn deliver_lobby(&self) {
+        self.hub.keep(&RoomName::lobby());
+    }
+
+    /// Stops delivering every room (the node is gone).
+    pub fn stop_delivery(&self) {
+        self.hub.stop();
     }
 
     /// Sweeps presence every second for the life of the node (see
@@ -117,6 +139,12 @@ impl Realtime {
                 self.limits.forget_quiet();
             }
             self.pacers.check_upgrades();
+            if tick % REPORT_ROOMS_EVERY == 0
+                && let Err(err) = self.chat.report_rooms(&self.hub.rooms_to_report()).await
+            {
+                tracing::warn!(%err, "cannot report this node's rooms; retrying at the next report");
+                self.metrics.backend_error("presence");
+            }
             match self.chat.sweep().await {
                 Ok(swept) => {
                     for member in swept.lost.iter().filter_map(|sid| self.hub.member(sid)) {
@@ -134,15 +162,14 @@ impl Realtime {
     /// Waits until every room event published so far has been delivered to this node's
     /// members, or `within` passed; returns whether it was.
     pub async fn wait_delivered(&self, within: Duration) -> bool {
-        let Ok(tail) = self.chat.bus().tail().await else { return false };
-        self.hub.wait_delivered(tail, within).await
+        self.hub.wait_delivered(within).await
     }
 
     /// Ends every connection's session, for a node whose client transports were closed
     /// all at once (socketioxide then calls no disconnect handler).
     pub fn end_all_sessions(&self) {
         for member in self.hub.snapshot() {
-            self.hub.remove(member.outbox.id());
+            self.hub.forget(member.outbox.id());
             member.gone.notify_one();
         }
     }
@@ -166,12 +193,20 @@ impl Realtime {
             }
             None => UserId::of_connection(&sid),
         };
+        let speaks = match &auth {
+            None => Speaks::Legacy,
+            Some(auth) if auth.has_rooms() => Speaks::V2,
+            Some(_) => Speaks::V1,
+        };
         let labels = ClientLabels {
             transport: match socket.transport_type() {
                 TransportType::Websocket => "websocket",
                 TransportType::Polling => "polling",
             },
-            protocol: if auth.is_some() { "chatroom" } else { "legacy" },
+            protocol: match speaks {
+                Speaks::Legacy => "legacy",
+                Speaks::V1 | Speaks::V2 => "chatroom",
+            },
         };
         self.metrics.clients.get_or_create(&labels).inc();
         self.connected.fetch_add(1, Ordering::Relaxed);
@@ -181,18 +216,23 @@ impl Realtime {
             self.pacers.start(socket.id);
         }
         let outbox = Outbox::new(socket.clone(), auth.is_some(), self.metrics.clone(), &self.pacers);
-        // A chatroom client's live events are held from the start: its backlog is read next.
-        let feed = if auth.is_some() { Feed::Structured(Mutex::new(Cursor::joining())) } else { Feed::Legacy };
         let queue = Arc::new(EventQueue::default());
-        let member = Arc::new(Member::new(outbox.clone(), sid.clone(), feed, user, labels, queue.clone()));
+        let member = Arc::new(Member::new(outbox.clone(), sid.clone(), speaks, user, labels, queue.clone()));
         self.hub.insert(member.clone());
+        if speaks != Speaks::V2 {
+            // In the lobby from the start; a chatroom client's live events are held until
+            // its backlog, read next, is sent.
+            drop(self.hub.enter(&RoomName::lobby(), &member));
+        }
         match auth {
             None => outbox.reply(&Notice::welcome()),
             Some(auth) => {
                 outbox.hello(&Hello { node: self.node.to_string() });
                 self.metrics.event_in("join");
-                // The queue is new and open: this first event always fits.
-                let _ = queue.push(Inbound::Join { after: auth.after, name: auth.name });
+                for event in self.opening_events(auth, &member) {
+                    // The queue is new and open, and these are few: they fit.
+                    let _ = queue.push(event);
+                }
             }
         }
         self.install_handlers(&socket, Inbox::new(queue.clone(), limits.clone()), &member);
@@ -203,6 +243,9 @@ impl Realtime {
             queue,
             limits,
             chat: self.chat.clone(),
+            hub: self.hub.clone(),
+            max_rooms: self.max_rooms,
+            max_listed: MAX_LISTED_ROOMS,
             metrics: self.metrics.clone(),
             connected: self.connected.clone(),
             addresses: self.addresses.clone(),
@@ -210,32 +253,130 @@ impl Realtime {
         self.tasks.spawn(connection.serve());
     }
 
+    /// What a chatroom client's CONNECT auth asks for, in order: version 1 joins the
+    /// lobby and then takes its name; version 2 takes its name, then joins each room it
+    /// presents (refused past the per-connection bound).
+    fn opening_events(&self, auth: ClientAuth, member: &Member) -> Vec<Inbound> {
+        let ClientAuth { after, name, .. } = auth;
+        if member.speaks == Speaks::V1 {
+            let after = match after {
+                Some(After::One(after)) => Some(after),
+                // Version 1 presents one position; anything else cannot be resumed from.
+                Some(After::PerRoom(_)) => Some(Presented::Invalid(String::new())),
+                None => None,
+            };
+            return vec![Inbound::Join { room: RoomName::lobby(), after }, Inbound::TakeName(name)];
+        }
+        let mut events = vec![Inbound::TakeName(name)];
+        let rooms = match after {
+            Some(After::PerRoom(rooms)) => rooms,
+            Some(After::One(after)) => [(app::protocol::LOBBY.to_owned(), Some(after))].into(),
+            None => Default::default(),
+        };
+        for (raw, after) in rooms {
+            match RoomName::parse(&raw) {
+                Ok(room) if events.len() > self.max_rooms => {
+                    member.outbox.refuse_in(Some(&room), &Refusal::TooManyRooms { max: self.max_rooms });
+                }
+                Ok(room) => events.push(Inbound::Join { room, after }),
+                Err(refusal) => member.outbox.refuse(&refusal),
+            }
+        }
+        events
+    }
+
     fn install_handlers(&self, socket: &SocketRef, inbox: Inbox, member: &Member) {
         // The handlers get the socket as an argument: holding it here would keep it alive.
-        let structured = member.outbox.is_structured();
+        let (structured, speaks) = (member.outbox.is_structured(), member.speaks);
         socket.on(SET_USERNAME, {
             let (inbox, metrics, pacers) = (inbox.clone(), self.metrics.clone(), self.pacers.clone());
             move |socket: SocketRef, TryData(data): TryData<Value>| {
                 metrics.event_in(SET_USERNAME);
                 let outbox = Outbox::new(socket, structured, metrics.clone(), &pacers);
-                inbox.admit(&outbox, inbox.limits().check_rename(), Inbound::SetUsername(data.ok()));
+                inbox.admit(&outbox, None, inbox.limits().check_rename(), Inbound::SetUsername(data.ok()));
                 async {}
             }
         });
-        let (metrics, pacers) = (self.metrics.clone(), self.pacers.clone());
-        socket.on(MESSAGE, move |socket: SocketRef, TryData(data): TryData<Value>| {
-            metrics.event_in(MESSAGE);
-            let outbox = Outbox::new(socket, structured, metrics.clone(), &pacers);
-            inbox.admit(&outbox, inbox.limits().check_message(), Inbound::Message(data.ok()));
-            async {}
+        socket.on(MESSAGE, {
+            let (inbox, metrics, pacers) = (inbox.clone(), self.metrics.clone(), self.pacers.clone());
+            move |socket: SocketRef, TryData(data): TryData<Value>| {
+                metrics.event_in(MESSAGE);
+                let outbox = Outbox::new(socket, structured, metrics.clone(), &pacers);
+                match message_for(speaks, data.ok()) {
+                    Ok((room, raw)) => {
+                        let label = (speaks == Speaks::V2).then_some(&room);
+                        let verdict = inbox.limits().check_message();
+                        inbox.admit(&outbox, label, verdict, Inbound::Message { room: room.clone(), raw });
+                    }
+                    Err(refusal) => outbox.refuse(&refusal),
+                }
+                async {}
+            }
         });
+        if speaks == Speaks::V2 {
+            socket.on(JOIN, {
+                let (inbox, metrics, pacers) = (inbox.clone(), self.metrics.clone(), self.pacers.clone());
+                move |socket: SocketRef, TryData(data): TryData<JoinRoom>| {
+                    metrics.event_in(JOIN);
+                    let outbox = Outbox::new(socket, structured, metrics.clone(), &pacers);
+                    match data
+                        .map_err(|_| Refusal::RoomNotText)
+                        .and_then(|join| Ok((RoomName::parse(&join.room)?, join.after)))
+                    {
+                        Ok((room, after)) => {
+                            let verdict = inbox.limits().check_room_change();
+                            inbox.admit(&outbox, Some(&room), verdict, Inbound::Join { room: room.clone(), after });
+                        }
+                        Err(refusal) => outbox.refuse(&refusal),
+                    }
+                    async {}
+                }
+            });
+            socket.on(ROOMS, {
+                let (inbox, metrics, pacers) = (inbox.clone(), self.metrics.clone(), self.pacers.clone());
+                move |socket: SocketRef| {
+                    metrics.event_in(ROOMS);
+                    let outbox = Outbox::new(socket, structured, metrics.clone(), &pacers);
+                    // A read of the whole list: it draws from the same bucket as lines.
+                    inbox.admit(&outbox, None, inbox.limits().check_message(), Inbound::ListRooms);
+                    async {}
+                }
+            });
+            socket.on(LEAVE, {
+                let (inbox, metrics, pacers) = (inbox.clone(), self.metrics.clone(), self.pacers.clone());
+                move |socket: SocketRef, TryData(data): TryData<LeaveRoom>| {
+                    metrics.event_in(LEAVE);
+                    let outbox = Outbox::new(socket, structured, metrics.clone(), &pacers);
+                    match data.map_err(|_| Refusal::RoomNotText).and_then(|leave| RoomName::parse(&leave.room)) {
+                        Ok(room) => {
+                            let verdict = inbox.limits().check_room_change();
+                            inbox.admit(&outbox, Some(&room), verdict, Inbound::Leave(room.clone()));
+                        }
+                        Err(refusal) => outbox.refuse(&refusal),
+                    }
+                    async {}
+                }
+            });
+        }
         let (hub, gone, pacers) = (self.hub.clone(), member.gone.clone(), self.pacers.clone());
         socket.on_disconnect(move |socket: SocketRef, reason: DisconnectReason| {
             tracing::debug!(sid = %socket.id, %reason, "client disconnected");
-            hub.remove(socket.id);
+            hub.forget(socket.id);
             pacers.stop(socket.id);
             gone.notify_one();
             async {}
         });
+    }
+}
+
+/// The room and the text of a `message`: the lobby for a bare string (and for every
+/// client before version 2), else the room of a `{room, text}` object.
+fn message_for(speaks: Speaks, data: Option<Value>) -> Result<(RoomName, Option<Value>), Refusal> {
+    match data {
+        Some(Value::Object(fields)) if speaks == Speaks::V2 => {
+            let say: Say = serde_json::from_value(Value::Object(fields)).map_err(|_| Refusal::MessageNotText)?;
+            Ok((RoomName::parse(&say.room)?, Some(Value::String(say.text))))
+        }
+        other => Ok((RoomName::lobby(), other)),
     }
 }

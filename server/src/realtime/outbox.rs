@@ -3,7 +3,7 @@
 
 use super::polling::{Pacers, Pacing};
 use crate::metrics::Metrics;
-use app::protocol::{HELLO, Hello, MESSAGE, NOTICE, Notice, Refusal};
+use app::protocol::{HELLO, Hello, MESSAGE, NOTICE, Notice, Refusal, RoomName};
 use serde::Serialize;
 use socketioxide::extract::SocketRef;
 use socketioxide::socket::Sid;
@@ -63,6 +63,11 @@ impl Outbox {
         }
     }
 
+    /// Answers a chatroom client alone with a structured event (the room list).
+    pub(super) fn reply_event<T: Serialize + ?Sized>(&self, event: &'static str, data: &T) {
+        self.emit(event, data, Loss::Reply);
+    }
+
     /// Tells a chatroom client which node serves it.
     pub(super) fn hello(&self, hello: &Hello) {
         self.emit(HELLO, hello, Loss::Reply);
@@ -70,8 +75,14 @@ impl Outbox {
 
     /// Answers a refused input to its sender alone, and counts it.
     pub(super) fn refuse(&self, refusal: &Refusal) {
+        self.refuse_in(None, refusal);
+    }
+
+    /// Answers a refused input about `room` (named to version 2 clients) to its sender
+    /// alone, and counts it.
+    pub(super) fn refuse_in(&self, room: Option<&RoomName>, refusal: &Refusal) {
         self.metrics.refused(refusal.code());
-        self.reply(&Notice::Refused { text: refusal.to_string() });
+        self.reply(&Notice::refused(room, refusal));
     }
 
     /// Counts a client cut off for flooding.

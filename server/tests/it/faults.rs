@@ -4,7 +4,7 @@
 use crate::support::{Client, Node, RedisServer, Transport, chat_text, lines_until};
 use redis::AsyncCommands;
 use serde_json::{Value, json};
-use server::backend::redis::{EPOCH_KEY, STREAM_KEY};
+use server::backend::redis::keys::RoomKeys;
 use std::time::{Duration, Instant};
 
 /// Sends `text` until the sender hears it back (a line refused while its node
@@ -228,15 +228,19 @@ async fn a_line_that_reaches_redis_after_its_deadline_is_dropped_there() {
     let redis = RedisServer::start().await;
     let mut conn = redis.connection().await;
     let script = server::backend::redis::bus_script();
-    let line = r#"{"kind":"chat","author":"s","text":"late"}"#;
-    let late: Option<String> =
-        script.arg("publish").arg(100).arg(1).arg(line).invoke_async(&mut conn).await.expect("the script runs");
+    let keys = RoomKeys::of(&app::protocol::RoomName::lobby());
+    let publish = |deadline: i64| {
+        let mut invocation = script.key(&keys.stream);
+        invocation.key(&keys.epoch).arg("publish").arg("lobby").arg(100).arg(deadline);
+        invocation.arg(r#"{"kind":"chat","author":"s","text":"late"}"#);
+        invocation
+    };
+    let late: Option<String> = publish(1).invoke_async(&mut conn).await.expect("the script runs");
     assert_eq!(late, None, "a line past its deadline is not appended");
-    let len: usize = conn.xlen(STREAM_KEY).await.expect("XLEN");
+    let len: usize = conn.xlen(&keys.stream).await.expect("XLEN");
     assert_eq!(len, 0);
-    let in_time: Option<String> =
-        script.arg("publish").arg(100).arg(i64::MAX).arg(line).invoke_async(&mut conn).await.expect("the script runs");
+    let in_time: Option<String> = publish(i64::MAX).invoke_async(&mut conn).await.expect("the script runs");
     let id = in_time.expect("a line within its deadline is appended");
-    let epoch: String = conn.get(EPOCH_KEY).await.expect("GET");
+    let epoch: String = conn.get(&keys.epoch).await.expect("GET");
     assert_eq!(epoch, id, "the append that created the stream started its epoch");
 }

@@ -5,6 +5,7 @@
 //! - `contract`: the legacy event contract, client by client and transport by transport;
 //! - `resume`: history and gap-free resume of the structured protocol;
 //! - `presence`: who is online, grace periods, tabs of one user, unique names;
+//! - `rooms`: version 2's rooms, on one node and across nodes;
 //! - `cluster`: many nodes on one Redis, and Redis or a node failing;
 //! - `faults`: Redis losing its data, stalling, or a node taken for dead by mistake;
 //! - `load_balancer`: nodes behind nginx;
@@ -25,4 +26,5 @@ mod load_balancer;
 mod node;
 mod presence;
 mod resume;
+mod rooms;
 mod tls;

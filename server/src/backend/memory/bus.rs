@@ -1,15 +1,47 @@
-//! The room's bus in one process: a sequencer handing out stream-like positions and a
-//! ring of the newest events, which it evicts like a capped Redis stream. Its epoch
-//! begins when the process starts: positions of an earlier run are older.
+//! The rooms' buses in one process: for each room, a sequencer handing out stream-like
+//! positions and a ring of the newest events, which it evicts like a capped Redis
+//! stream. A room's epoch begins when this process first uses it: positions of an
+//! earlier run are older.
 
-use crate::backend::{BackendError, Delivered, EventBus, Span, UserId};
-use app::protocol::{Position, RoomEvent};
+use crate::backend::{BackendError, Buses, Delivered, EventBus, Span, UserId};
+use app::protocol::{Position, RoomEvent, RoomName};
 use async_trait::async_trait;
 use parking_lot::{Mutex, MutexGuard};
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
 use tokio::sync::watch;
 
-/// Keeps the newest events in order; readers wait on a watch of the newest position.
+/// Every room's bus, made when a room is first used.
+pub struct MemoryBuses {
+    rooms: Mutex<HashMap<RoomName, Arc<MemoryBus>>>,
+    capacity: usize,
+}
+
+impl MemoryBuses {
+    /// Buses that each keep the newest `capacity` events for readers that lag.
+    pub fn new(capacity: usize) -> Self {
+        Self { rooms: Mutex::new(HashMap::new()), capacity }
+    }
+
+    /// Forgets `room` and its events (it was idle too long).
+    pub fn forget(&self, room: &RoomName) {
+        self.rooms.lock().remove(room);
+    }
+
+    /// The bus of `room`, as its own type.
+    pub fn bus(&self, room: &RoomName) -> Arc<MemoryBus> {
+        self.rooms.lock().entry(room.clone()).or_insert_with(|| Arc::new(MemoryBus::new(self.capacity))).clone()
+    }
+}
+
+impl Buses for MemoryBuses {
+    fn room(&self, room: &RoomName) -> Arc<dyn EventBus> {
+        self.bus(room)
+    }
+}
+
+/// One room's bus: keeps the newest events in order; readers wait on a watch of the
+/// newest position.
 pub struct MemoryBus {
     ring: Mutex<Ring>,
     capacity: usize,

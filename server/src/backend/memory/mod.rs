@@ -6,6 +6,6 @@ mod bus;
 mod presence;
 mod sessions;
 
-pub use bus::MemoryBus;
+pub use bus::{MemoryBus, MemoryBuses};
 pub use presence::MemoryPresence;
 pub use sessions::MemorySessions;

@@ -1,32 +1,36 @@
-//! The room's bus on a Redis Stream.
+//! The rooms' buses on Redis Streams, one stream per room.
 //!
-//! Publishing is an `XADD` (capped with `MAXLEN ~`); each node delivers only what it
-//! reads back with `XREAD BLOCK` after the last id it delivered, its own lines included,
-//! so every node delivers the same sequence. A blocking read holds its connection, so
-//! reads use a connection of their own and writes a shared, multiplexed one.
+//! Publishing is an `XADD` (capped with `MAXLEN ~`) that also names the room on the wake
+//! channel; each node delivers only what it reads back from the stream after the last id
+//! it delivered, its own lines included, so every node delivers the same sequence. A
+//! node reads a room when the wake channel names it, and every two seconds anyway (a
+//! wake-up can be lost while the subscription reconnects): one non-blocking `XREAD` of
+//! one stream at a time works the same on Redis Cluster, where one blocking read across
+//! rooms of different slots is refused.
 
 use super::connect;
-use crate::backend::{BackendError, Delivered, EventBus, Span, UserId};
-use app::protocol::{Position, RoomEvent};
+use super::keys::{RoomKeys, WAKE_CHANNEL};
+use crate::backend::{BackendError, Buses, Delivered, EventBus, Span, UserId};
+use app::protocol::{Position, RoomEvent, RoomName};
 use async_trait::async_trait;
+use futures::StreamExt;
 use parking_lot::Mutex;
 use redis::aio::ConnectionManager;
 use redis::streams::{StreamRangeReply, StreamReadReply};
 use redis::{Client, Script};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock, Weak};
 use std::time::{Duration, Instant};
+use tokio::sync::Notify;
 
-/// The stream that carries the room's events.
-pub const STREAM_KEY: &str = "chatroom:events";
-/// The key holding the id where the stream's current epoch began (see `stream.lua`).
-pub const EPOCH_KEY: &str = "chatroom:epoch";
 /// The stream field holding an event's JSON.
 const EVENT_FIELD: &str = "e";
-/// The stream field naming the user a join or rename is about (see `presence.lua`).
+/// The stream field naming the user a join or rename is about (see `room.lua`).
 const USER_FIELD: &str = "u";
-/// How long one `XREAD` waits for new events before asking again (and looks at the epoch).
-const BLOCK_MS: u64 = 2_000;
+/// How long a reader waits for a wake-up before it reads its room anyway (and looks at
+/// the epoch).
+const POLL: Duration = Duration::from_secs(2);
 /// How long a publish waits for Redis's answer before its sender is told it failed.
 const PUBLISH_TIMEOUT: Duration = Duration::from_secs(2);
 /// A line that reaches Redis later than this after it was sent is dropped there: well
@@ -34,8 +38,10 @@ const PUBLISH_TIMEOUT: Duration = Duration::from_secs(2);
 const PUBLISH_DEADLINE_MS: i64 = 1_000;
 /// How often the difference between Redis's clock and ours is measured again.
 const CLOCK_CHECK_EVERY: Duration = Duration::from_secs(30);
+/// How long to wait before subscribing to the wake channel again.
+const RESUBSCRIBE: Duration = Duration::from_secs(1);
 
-/// What every script that appends to the stream starts with (the stream and its epoch).
+/// What every script that appends to a room's stream starts with (the stream, its epoch).
 pub(super) const STREAM_LUA: &str = include_str!("stream.lua");
 
 /// The bus script: `stream.lua` then `bus.lua` (publish with a deadline, span).
@@ -43,53 +49,143 @@ pub fn bus_script() -> Script {
     Script::new(&format!("{STREAM_LUA}{}", include_str!("bus.lua")))
 }
 
-/// The room's bus on a Redis Stream.
-pub struct RedisBus {
+/// What the buses of all rooms share: connections, the script, the wake-ups.
+struct Shared {
     /// Publishing and `/readyz`.
     writer: ConnectionManager,
     /// Backlog reads (history, resume), so that a big one delays no publish or probe.
     history: ConnectionManager,
-    /// The blocking reads of delivery.
-    reader: tokio::sync::Mutex<ConnectionManager>,
+    /// The reads of delivery.
+    reader: ConnectionManager,
     script: Script,
     max_len: usize,
-    /// Set after a failed read: the next read first checks that the stream was not
-    /// trimmed past the reader's position while it was away.
-    check_trim: AtomicBool,
-    /// The epoch the reader is in; `None` while there is no stream.
-    epoch: Mutex<Option<Position>>,
     /// Redis's clock minus ours in ms, and when that was measured.
     clock_offset: Mutex<Option<(i64, Instant)>>,
+    /// The rooms this node reads, each with the wake-up of its reader.
+    wakers: Mutex<HashMap<RoomName, Arc<Notify>>>,
+}
+
+impl Shared {
+    /// Wakes every reader: after the subscription was lost, wake-ups may have been missed.
+    fn wake_all(&self) {
+        for waker in self.wakers.lock().values() {
+            waker.notify_one();
+        }
+    }
+
+    fn wake(&self, room: &str) {
+        let Ok(room) = RoomName::parse(room) else { return };
+        if let Some(waker) = self.wakers.lock().get(&room) {
+            waker.notify_one();
+        }
+    }
+}
+
+/// Every room's bus on Redis.
+pub struct RedisBuses {
+    shared: Arc<Shared>,
+}
+
+impl RedisBuses {
+    /// Opens the writer, history and reader connections, and subscribes to the wake
+    /// channel for the life of the node.
+    pub async fn connect(client: &Client, max_len: usize) -> Result<Self, BackendError> {
+        let shared = Arc::new(Shared {
+            writer: connect(client, PUBLISH_TIMEOUT).await?,
+            history: connect(client, Duration::from_secs(5)).await?,
+            reader: connect(client, Duration::from_secs(5)).await?,
+            script: bus_script(),
+            max_len,
+            clock_offset: Mutex::new(None),
+            wakers: Mutex::new(HashMap::new()),
+        });
+        tokio::spawn(listen(client.clone(), Arc::downgrade(&shared)));
+        Ok(Self { shared })
+    }
+
+    /// The bus of `room`, as its own type.
+    pub fn bus(&self, room: &RoomName) -> RedisBus {
+        RedisBus {
+            shared: self.shared.clone(),
+            room: room.clone(),
+            keys: RoomKeys::of(room),
+            check_trim: AtomicBool::new(true),
+            epoch: Mutex::new(None),
+            waker: OnceLock::new(),
+        }
+    }
+}
+
+impl Buses for RedisBuses {
+    fn room(&self, room: &RoomName) -> Arc<dyn EventBus> {
+        Arc::new(self.bus(room))
+    }
+}
+
+/// Follows the wake channel and wakes the reader of each room it names, until the node's
+/// buses are dropped; subscribes again after a failure, and then wakes every reader.
+async fn listen(client: Client, shared: Weak<Shared>) {
+    loop {
+        match client.get_async_pubsub().await {
+            Ok(mut pubsub) => match pubsub.subscribe(WAKE_CHANNEL).await {
+                Ok(()) => {
+                    let Some(buses) = shared.upgrade() else { return };
+                    buses.wake_all();
+                    drop(buses);
+                    let mut messages = pubsub.on_message();
+                    while let Some(message) = messages.next().await {
+                        let Some(buses) = shared.upgrade() else { return };
+                        if let Ok(room) = message.get_payload::<String>() {
+                            buses.wake(&room);
+                        }
+                    }
+                    tracing::warn!("the wake channel's subscription ended; subscribing again");
+                }
+                Err(err) => tracing::warn!(%err, "cannot subscribe to the wake channel; retrying"),
+            },
+            Err(err) => tracing::warn!(%err, "cannot open the wake channel's connection; retrying"),
+        }
+        let Some(buses) = shared.upgrade() else { return };
+        buses.wake_all();
+        drop(buses);
+        tokio::time::sleep(RESUBSCRIBE).await;
+    }
+}
+
+/// One room's bus on its Redis Stream.
+pub struct RedisBus {
+    shared: Arc<Shared>,
+    room: RoomName,
+    keys: RoomKeys,
+    /// Set until the first read and after a failed one: the next read first checks that
+    /// the stream was not trimmed past the reader's position while it was away.
+    check_trim: AtomicBool,
+    /// The epoch the reader is in: `None` before its first read, `Some(None)` while
+    /// there is no stream.
+    epoch: Mutex<Option<Option<Position>>>,
+    /// The reader's wake-up, once this bus is read for delivery.
+    waker: OnceLock<Arc<Notify>>,
+}
+
+impl Drop for RedisBus {
+    fn drop(&mut self) {
+        if let Some(waker) = self.waker.get() {
+            let mut wakers = self.shared.wakers.lock();
+            if wakers.get(&self.room).is_some_and(|known| Arc::ptr_eq(known, waker)) {
+                wakers.remove(&self.room);
+            }
+        }
+    }
 }
 
 impl RedisBus {
-    /// Opens the writer, history and reader connections, and learns the current epoch.
-    pub async fn connect(client: &Client, max_len: usize) -> Result<Self, BackendError> {
-        let writer = connect(client, PUBLISH_TIMEOUT).await?;
-        let history = connect(client, Duration::from_secs(5)).await?;
-        let reader = connect(client, Duration::from_millis(BLOCK_MS + 3_000)).await?;
-        let bus = Self {
-            writer,
-            history,
-            reader: tokio::sync::Mutex::new(reader),
-            script: bus_script(),
-            max_len,
-            check_trim: AtomicBool::new(true),
-            epoch: Mutex::new(None),
-            clock_offset: Mutex::new(None),
-        };
-        let span = bus.span().await?;
-        *bus.epoch.lock() = (span.tail != Position::default()).then_some(span.epoch);
-        Ok(bus)
-    }
-
     async fn trimmed_past(
         &self,
         conn: &mut ConnectionManager,
         after: Position,
     ) -> Result<Option<Position>, BackendError> {
         let info: HashMap<String, redis::Value> =
-            match redis::cmd("XINFO").arg("STREAM").arg(STREAM_KEY).query_async(conn).await {
+            match redis::cmd("XINFO").arg("STREAM").arg(&self.keys.stream).query_async(conn).await {
                 Ok(info) => info,
                 // No stream yet: nothing was trimmed.
                 Err(err) if err.to_string().contains("no such key") => return Ok(None),
@@ -106,13 +202,14 @@ impl RedisBus {
     /// Redis's clock now, in ms, from ours and the last measured difference.
     async fn redis_now_ms(&self) -> Result<i64, BackendError> {
         let ours = || i64::try_from(crate::clock::now_ms()).unwrap_or(i64::MAX);
-        let known = *self.clock_offset.lock();
+        let known = *self.shared.clock_offset.lock();
         let offset = match known {
             Some((offset, at)) if at.elapsed() < CLOCK_CHECK_EVERY => offset,
             _ => {
-                let (secs, micros): (i64, i64) = redis::cmd("TIME").query_async(&mut self.writer.clone()).await?;
+                let (secs, micros): (i64, i64) =
+                    redis::cmd("TIME").query_async(&mut self.shared.writer.clone()).await?;
                 let offset = secs * 1_000 + micros / 1_000 - ours();
-                *self.clock_offset.lock() = Some((offset, Instant::now()));
+                *self.shared.clock_offset.lock() = Some((offset, Instant::now()));
                 offset
             }
         };
@@ -124,9 +221,27 @@ impl RedisBus {
     /// from its start).
     fn epoch_changed(&self, seen: Option<Position>) -> bool {
         let mut known = self.epoch.lock();
-        let changed = known.is_some() && *known != seen;
-        *known = seen;
+        let changed = matches!(*known, Some(Some(_))) && *known != Some(seen);
+        *known = Some(seen);
         changed
+    }
+
+    /// The reader's wake-up, registered with the wake channel's listener.
+    fn waker(&self) -> Arc<Notify> {
+        self.waker
+            .get_or_init(|| {
+                let waker = Arc::new(Notify::new());
+                self.shared.wakers.lock().insert(self.room.clone(), waker.clone());
+                waker
+            })
+            .clone()
+    }
+
+    /// The script with the room's keys and its first two arguments.
+    fn invocation(&self, op: &str) -> redis::ScriptInvocation<'_> {
+        let mut invocation = self.shared.script.prepare_invoke();
+        invocation.key(&self.keys.stream).key(&self.keys.epoch).arg(op).arg(self.room.as_str());
+        invocation
     }
 }
 
@@ -158,20 +273,20 @@ impl EventBus for RedisBus {
     async fn publish(&self, event: RoomEvent) -> Result<Position, BackendError> {
         let json = serde_json::to_string(&event)?;
         let deadline = self.redis_now_ms().await? + PUBLISH_DEADLINE_MS;
-        let mut invocation = self.script.arg("publish");
-        invocation.arg(self.max_len).arg(deadline).arg(json);
-        let id: Option<String> = invocation.invoke_async(&mut self.writer.clone()).await?;
+        let mut invocation = self.invocation("publish");
+        invocation.arg(self.shared.max_len).arg(deadline).arg(json);
+        let id: Option<String> = invocation.invoke_async(&mut self.shared.writer.clone()).await?;
         Ok(id.ok_or(BackendError::PastDeadline)?.parse()?)
     }
 
     async fn tail(&self) -> Result<Position, BackendError> {
         let newest: StreamRangeReply = redis::cmd("XREVRANGE")
-            .arg(STREAM_KEY)
+            .arg(&self.keys.stream)
             .arg("+")
             .arg("-")
             .arg("COUNT")
             .arg(1)
-            .query_async(&mut self.writer.clone())
+            .query_async(&mut self.shared.writer.clone())
             .await?;
         match newest.ids.first() {
             Some(entry) => Ok(entry.id.parse()?),
@@ -180,30 +295,31 @@ impl EventBus for RedisBus {
     }
 
     async fn span(&self) -> Result<Span, BackendError> {
-        let (epoch, tail): (String, String) = self.script.arg("span").invoke_async(&mut self.history.clone()).await?;
+        let (epoch, tail): (String, String) =
+            self.invocation("span").invoke_async(&mut self.shared.history.clone()).await?;
         Ok(Span { epoch: epoch.parse()?, tail: tail.parse()? })
     }
 
     async fn newest(&self, before: Option<Position>, max: usize) -> Result<Vec<Delivered>, BackendError> {
         let end = before.map_or_else(|| "+".to_owned(), |before| format!("({before}"));
         let newest: StreamRangeReply = redis::cmd("XREVRANGE")
-            .arg(STREAM_KEY)
+            .arg(&self.keys.stream)
             .arg(end)
             .arg("-")
             .arg("COUNT")
             .arg(max)
-            .query_async(&mut self.history.clone())
+            .query_async(&mut self.shared.history.clone())
             .await?;
         Ok(newest.ids.iter().filter_map(|e| decode_entry(&e.id, &e.map)).collect())
     }
 
     async fn range_after(&self, after: Position, max: usize) -> Result<Vec<Delivered>, BackendError> {
-        let mut conn = self.history.clone();
+        let mut conn = self.shared.history.clone();
         if let Some(oldest) = self.trimmed_past(&mut conn, after).await? {
             return Err(BackendError::Trimmed { after, oldest });
         }
         let range: StreamRangeReply = redis::cmd("XRANGE")
-            .arg(STREAM_KEY)
+            .arg(&self.keys.stream)
             .arg(format!("({after}"))
             .arg("+")
             .arg("COUNT")
@@ -214,8 +330,13 @@ impl EventBus for RedisBus {
     }
 
     async fn read_after(&self, mut after: Position, max: usize) -> Result<Vec<Delivered>, BackendError> {
-        let mut conn = self.reader.lock().await;
+        let waker = self.waker();
+        let mut conn = self.shared.reader.clone();
         let result = async {
+            if self.epoch.lock().is_none() {
+                let span = self.span().await?;
+                *self.epoch.lock() = Some((span.tail != Position::default()).then_some(span.epoch));
+            }
             if self.check_trim.load(Ordering::Relaxed) {
                 if let Some(oldest) = self.trimmed_past(&mut conn, after).await? {
                     return Err(BackendError::Trimmed { after, oldest });
@@ -229,21 +350,23 @@ impl EventBus for RedisBus {
                     .cmd("XREAD")
                     .arg("COUNT")
                     .arg(max.max(1))
-                    .arg("BLOCK")
-                    .arg(BLOCK_MS)
                     .arg("STREAMS")
-                    .arg(STREAM_KEY)
+                    .arg(&self.keys.stream)
                     .arg(after.to_string())
                     .cmd("GET")
-                    .arg(EPOCH_KEY)
-                    .query_async(&mut *conn)
+                    .arg(&self.keys.epoch)
+                    .query_async(&mut conn)
                     .await?;
                 let epoch = epoch.map(|epoch| epoch.parse::<Position>()).transpose()?;
                 if self.epoch_changed(epoch) {
                     return Err(BackendError::EpochChanged);
                 }
                 let entries: Vec<_> = reply.into_iter().flat_map(|r| r.keys).flat_map(|k| k.ids).collect();
-                let Some(last) = entries.last() else { continue };
+                let Some(last) = entries.last() else {
+                    // Nothing new: wait for the room's next wake-up, or read again anyway.
+                    let _ = tokio::time::timeout(POLL, waker.notified()).await;
+                    continue;
+                };
                 let delivered: Vec<Delivered> = entries.iter().filter_map(|e| decode_entry(&e.id, &e.map)).collect();
                 if !delivered.is_empty() {
                     return Ok(delivered);

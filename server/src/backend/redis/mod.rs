@@ -1,13 +1,15 @@
-//! The cluster backend: the room's bus is a Redis Stream that every node reads back in
-//! its one order ([`RedisBus`]); presence is kept by one Lua script so each change and its
-//! announcement are one atomic step ([`RedisPresence`]); legacy session records are
-//! `session:{sid}` hashes their node keeps alive ([`RedisSessions`]).
+//! The cluster backend: each room's bus is a Redis Stream that every node reading the
+//! room reads back in its one order ([`RedisBuses`]); presence is kept by Lua scripts, so
+//! each change to a room's list and its announcement are one atomic step
+//! ([`RedisPresence`]); legacy session records are `session:{sid}` hashes their node keeps
+//! alive ([`RedisSessions`]). [`keys`] says where everything lives.
 
 mod bus;
+pub mod keys;
 mod presence;
 mod sessions;
 
-pub use bus::{EPOCH_KEY, RedisBus, STREAM_KEY, bus_script};
+pub use bus::{RedisBus, RedisBuses, bus_script};
 pub use presence::{PresenceTimings, RedisPresence};
 pub use sessions::{RedisSessions, session_key};
 

@@ -1,35 +1,55 @@
-//! Who is online in the cluster, kept in Redis by `presence.lua` so that each change (and
-//! its announcement on the room's stream) is one atomic step, whichever node makes it.
+//! Who is online in the cluster, kept in Redis by two scripts: `global.lua` (users, their
+//! connections, their unique names, the nodes' beats; one slot) and `room.lua` (who is in
+//! one room; that room's slot), so that each change to a room's list and its
+//! announcement on the room's stream are one atomic step, whichever node makes it. No
+//! script touches keys of two slots: a change that concerns several rooms (a rename, a
+//! closed connection) is one step per room, and a room that hears of two names out of
+//! order keeps the newer (names carry a version).
 //!
 //! Each node beats every sweep; a node silent for longer than the node timeout is taken
-//! for dead by the others, and its users leave unless they have a connection elsewhere.
-//! The node also keeps its live connections in memory, and writes them back when Redis
-//! disagrees (after Redis lost data, or after the node was wrongly taken for dead).
+//! for dead by the others: its connections leave their rooms, and its users lose their
+//! names unless they have a connection elsewhere. The node also keeps its live
+//! connections in memory, and writes them back when Redis disagrees (after Redis lost
+//! data, or after the node was wrongly taken for dead).
 
+use super::bus::STREAM_LUA;
 use super::connect;
-use crate::backend::{BackendError, Claim, Presence, SessionId, Swept, UserId};
+use super::keys::{RoomKeys, global_keys};
+use crate::backend::{BackendError, Claim, Entered, Presence, RoomInfo, RoomPolicy, SessionId, Swept, UserId};
 use crate::names::NameKeys;
-use app::protocol::{PresenceList, Username};
+use app::protocol::{PresenceList, RoomName, Username};
 use async_trait::async_trait;
 use parking_lot::{Mutex, MutexGuard};
 use redis::aio::ConnectionManager;
-use redis::{Client, Script};
-use std::collections::HashMap;
+use redis::{Client, FromRedisValue, Script};
+use std::collections::{BTreeSet, HashMap};
 use std::time::Duration;
 
-/// A live connection of this node: its user, and the name it claimed.
-type LiveConnection = (UserId, Option<Username>);
+/// A live connection of this node: its user, the name it claimed, its rooms.
+#[derive(Debug, Clone)]
+struct LiveConnection {
+    user: UserId,
+    name: Option<Username>,
+    rooms: BTreeSet<RoomName>,
+}
 
 /// Presence in Redis, seen from one node.
 pub struct RedisPresence {
     conn: ConnectionManager,
-    script: Script,
+    global: Script,
+    room: Script,
+    global_keys: [String; 14],
     node: String,
     stream_max_len: usize,
     grace: Duration,
     node_timeout: Duration,
+    policy: RoomPolicy,
     live: Mutex<HashMap<SessionId, LiveConnection>>,
 }
+
+/// A room's count of users online is taken for current while a node reported it this
+/// recently (nodes report every few seconds); after that, nobody is counted in it.
+const COUNT_STALE_AFTER: Duration = Duration::from_secs(15);
 
 /// How the cluster's presence behaves.
 #[derive(Debug, Clone, Copy)]
@@ -41,7 +61,7 @@ pub struct PresenceTimings {
 }
 
 impl RedisPresence {
-    /// Presence for the node named `node`, announcing on a stream capped at `stream_max_len`.
+    /// Presence for the node named `node`, announcing on streams capped at `stream_max_len`.
     pub async fn connect(
         client: &Client,
         node: &str,
@@ -50,118 +70,304 @@ impl RedisPresence {
     ) -> Result<Self, BackendError> {
         Ok(Self {
             conn: connect(client, Duration::from_secs(2)).await?,
-            script: Script::new(&format!("{}{}", super::bus::STREAM_LUA, include_str!("presence.lua"))),
+            global: Script::new(include_str!("global.lua")),
+            room: Script::new(&format!("{STREAM_LUA}{}", include_str!("room.lua"))),
+            global_keys: global_keys(),
             node: node.to_owned(),
             stream_max_len,
             grace: timings.grace,
             node_timeout: timings.node_timeout,
+            policy: RoomPolicy::default(),
             live: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// The same presence holding rooms by `policy`.
+    pub fn with_policy(self, policy: RoomPolicy) -> Self {
+        Self { policy, ..self }
     }
 
     fn live(&self) -> MutexGuard<'_, HashMap<SessionId, LiveConnection>> {
         self.live.lock()
     }
 
-    /// Runs one operation of the script.
-    async fn run<T: redis::FromRedisValue>(&self, op: &str, args: &[&str]) -> Result<T, BackendError> {
-        let mut invocation = self.script.arg(op);
-        invocation.arg(&self.node).arg(self.stream_max_len);
+    /// Runs one operation of the global script.
+    async fn run_global<T: FromRedisValue>(&self, op: &str, args: &[&str]) -> Result<T, BackendError> {
+        let mut invocation = self.global.prepare_invoke();
+        for key in &self.global_keys {
+            invocation.key(key);
+        }
+        invocation.arg(op).arg(&self.node);
         for arg in args {
             invocation.arg(*arg);
         }
         Ok(invocation.invoke_async(&mut self.conn.clone()).await?)
     }
 
-    /// Writes this node's live connections back as they are here.
+    /// Runs one operation of the room script on `room`.
+    async fn run_room<T: FromRedisValue>(&self, room: &RoomName, op: &str, args: &[&str]) -> Result<T, BackendError> {
+        let keys = RoomKeys::of(room);
+        let mut invocation = self.room.prepare_invoke();
+        for key in keys.all() {
+            invocation.key(key);
+        }
+        invocation.arg(op).arg(room.as_str()).arg(&self.node).arg(self.stream_max_len);
+        for arg in args {
+            invocation.arg(*arg);
+        }
+        Ok(invocation.invoke_async(&mut self.conn.clone()).await?)
+    }
+
+    /// Tells the global index when `room` has a grace period due.
+    async fn note_grace(&self, room: &RoomName, deadline: i64) -> Result<(), BackendError> {
+        if deadline > 0 {
+            self.run_global::<i64>("room_grace", &[room.as_str(), &deadline.to_string()]).await?;
+        }
+        Ok(())
+    }
+
+    /// `sid` leaves `room`, its user with it after `grace` if it was its last there;
+    /// returns whether the user left at once.
+    async fn drop_from_room(&self, room: &RoomName, sid: &SessionId, grace: Duration) -> Result<usize, BackendError> {
+        let grace_ms = grace.as_millis().to_string();
+        let (left, deadline): (usize, i64) = self.run_room(room, "exit", &[sid.as_str(), &grace_ms]).await?;
+        self.note_grace(room, deadline).await?;
+        Ok(left)
+    }
+
+    /// Leaves of users whose grace period in `room` is over (the room was due at `seen`).
+    async fn expire_room(&self, room: &RoomName, seen: &str) -> Result<usize, BackendError> {
+        let (left, next): (usize, i64) = self.run_room(room, "expire", &[]).await?;
+        self.run_global::<i64>("room_graced", &[room.as_str(), seen, &next.to_string()]).await?;
+        Ok(left)
+    }
+
+    /// The connections of a node taken for dead leave its rooms, then the node is forgotten.
+    async fn reap(&self, dead: &str, rooms: &str) -> Result<usize, BackendError> {
+        let mut left = 0;
+        for room in rooms.lines().filter_map(|room| RoomName::parse(room).ok()) {
+            left += self.run_room::<usize>(&room, "reap", &[dead]).await?;
+        }
+        tracing::warn!(node = %self.node, %dead, left, "took a silent node for dead: its users left its rooms");
+        self.run_global::<i64>("forget_node", &[dead]).await?;
+        Ok(left)
+    }
+
+    /// Writes this node's live connections back as they are here: first the users and
+    /// names, then each room's list.
     async fn sync(&self) -> Result<Swept, BackendError> {
         let live: Vec<(SessionId, LiveConnection)> = self.live().iter().map(|(s, c)| (s.clone(), c.clone())).collect();
-        let keys: Vec<String> = live
+        let fields: Vec<[String; 5]> = live
             .iter()
-            .map(|(_, (_, name))| name.as_ref().map_or_else(String::new, |name| NameKeys::of(name).joined()))
+            .map(|(sid, conn)| {
+                [
+                    sid.to_string(),
+                    conn.user.as_str().to_owned(),
+                    conn.name.as_ref().map_or_else(String::new, Username::to_string),
+                    conn.name.as_ref().map_or_else(String::new, |name| NameKeys::of(name).joined()),
+                    conn.rooms.iter().map(RoomName::as_str).collect::<Vec<_>>().join("\n"),
+                ]
+            })
             .collect();
         let grace_ms = self.grace.as_millis().to_string();
         let mut args: Vec<&str> = vec![&grace_ms];
-        for ((sid, (user, name)), keys) in live.iter().zip(&keys) {
-            let name = name.as_ref().map_or("", Username::as_str);
-            args.extend([sid.as_str(), user.as_str(), name, keys.as_str()]);
+        for field in &fields {
+            args.extend(field.iter().map(String::as_str));
         }
-        let mut reply: Vec<String> = self.run("sync", &args).await?;
-        if reply.is_empty() {
-            return Err(BackendError::UnexpectedReply("an empty presence sync".into()));
+        let reply: Vec<String> = self.run_global("sync", &args).await?;
+        if reply.len() < 2 * live.len() {
+            return Err(BackendError::UnexpectedReply("a short presence sync".into()));
         }
-        let left = reply.remove(0).parse().map_err(|_| BackendError::UnexpectedReply("a sync count".into()))?;
-        let lost: Vec<SessionId> = reply.into_iter().map(SessionId::new).collect();
-        let closed_meanwhile: Vec<(SessionId, UserId)> = {
+        let (names, lost) = reply.split_at(2 * live.len());
+        let lost: Vec<SessionId> = lost.iter().cloned().map(SessionId::new).collect();
+        let mut rooms: HashMap<RoomName, Vec<[String; 4]>> = HashMap::new();
+        for ((sid, conn), versioned) in live.iter().zip(names.chunks(2)) {
+            for room in &conn.rooms {
+                let entry =
+                    [sid.to_string(), conn.user.as_str().to_owned(), versioned[0].clone(), versioned[1].clone()];
+                rooms.entry(room.clone()).or_default().push(entry);
+            }
+        }
+        let mut left = 0;
+        for (room, entries) in &rooms {
+            let mut args: Vec<&str> = vec![&grace_ms];
+            for entry in entries {
+                args.extend(entry.iter().map(String::as_str));
+            }
+            let (room_left, deadline): (usize, i64) = self.run_room(room, "sync", &args).await?;
+            self.note_grace(room, deadline).await?;
+            left += room_left;
+        }
+        let closed_meanwhile: Vec<(SessionId, LiveConnection)> = {
             let mut now_live = self.live();
             for sid in &lost {
-                if let Some((_, name)) = now_live.get_mut(sid) {
-                    *name = None;
+                if let Some(conn) = now_live.get_mut(sid) {
+                    conn.name = None;
                 }
             }
-            live.into_iter()
-                .filter(|(sid, _)| !now_live.contains_key(sid))
-                .map(|(sid, (user, _))| (sid, user))
-                .collect()
+            live.into_iter().filter(|(sid, _)| !now_live.contains_key(sid)).collect()
         };
         // A connection that closed while the sync ran was written back by it: close it again.
-        for (sid, user) in closed_meanwhile {
-            let grace = if user.can_return() { self.grace } else { Duration::ZERO };
-            self.disconnect(&user, &sid, grace).await?;
+        for (sid, conn) in closed_meanwhile {
+            let grace = if conn.user.can_return() { self.grace } else { Duration::ZERO };
+            let rooms: Vec<RoomName> = conn.rooms.into_iter().collect();
+            self.disconnect(&conn.user, &sid, &rooms, grace).await?;
         }
         Ok(Swept { left, lost })
     }
+}
+
+/// Reads a stored name; one that no longer passes the rules is ignored (and logged).
+fn stored_name(name: String) -> Option<Username> {
+    if name.is_empty() {
+        return None;
+    }
+    Username::parse(&name)
+        .inspect_err(|refusal| tracing::error!(%name, %refusal, "a stored name does not pass the rules; ignoring it"))
+        .ok()
 }
 
 #[async_trait]
 impl Presence for RedisPresence {
     async fn connect(&self, user: &UserId, sid: &SessionId) -> Result<Option<Username>, BackendError> {
         // Remembered first: if the write fails, the next sweep's sync writes it.
-        self.live().insert(sid.clone(), (user.clone(), None));
-        let name: Option<String> = self.run("connect", &[user.as_str(), sid.as_str()]).await?;
-        Ok(name.and_then(|name| {
-            Username::parse(&name)
-                .inspect_err(
-                    |refusal| tracing::error!(%name, %refusal, "a stored name does not pass the rules; ignoring it"),
-                )
-                .ok()
-        }))
+        let conn = LiveConnection { user: user.clone(), name: None, rooms: BTreeSet::new() };
+        self.live().insert(sid.clone(), conn);
+        let name: Option<String> = self.run_global("connect", &[user.as_str(), sid.as_str()]).await?;
+        Ok(name.and_then(stored_name))
     }
 
     async fn claim(&self, user: &UserId, sid: &SessionId, name: &Username) -> Result<Claim, BackendError> {
         let keys = NameKeys::of(name).joined();
-        let outcome: String = self.run("claim", &[user.as_str(), sid.as_str(), name.as_str(), &keys]).await?;
-        let claim = match outcome.as_str() {
+        let mut reply: Vec<String> =
+            self.run_global("claim", &[user.as_str(), sid.as_str(), name.as_str(), &keys]).await?;
+        if reply.is_empty() {
+            return Err(BackendError::UnexpectedReply("an empty presence claim".into()));
+        }
+        let claim = match reply.remove(0).as_str() {
             "taken" => return Ok(Claim::Taken),
             "unchanged" => Claim::Unchanged,
             "joined" => Claim::Joined,
             "renamed" => Claim::Renamed,
             other => return Err(BackendError::UnexpectedReply(format!("presence claim answered {other:?}"))),
         };
-        self.live().insert(sid.clone(), (user.clone(), Some(name.clone())));
+        if let Some(conn) = self.live().get_mut(sid) {
+            conn.name = Some(name.clone());
+        }
+        if claim == Claim::Unchanged {
+            return Ok(claim);
+        }
+        let version = reply.remove(0);
+        // Each room the user is in hears of the name; one that cannot be told now is
+        // told by the next sync, should it have lost it.
+        for room in reply.iter().filter_map(|room| RoomName::parse(room).ok()) {
+            self.run_room::<i64>(&room, "name", &[user.as_str(), name.as_str(), &version]).await?;
+        }
         Ok(claim)
     }
 
-    async fn disconnect(&self, user: &UserId, sid: &SessionId, grace: Duration) -> Result<(), BackendError> {
-        // Forgotten first, so that a sync cannot write the closed connection back.
-        self.live().remove(sid);
-        let grace_ms = grace.as_millis().to_string();
-        self.run::<i64>("disconnect", &[user.as_str(), sid.as_str(), &grace_ms]).await.map(drop)
+    async fn enter(&self, room: &RoomName, user: &UserId, sid: &SessionId) -> Result<Entered, BackendError> {
+        let max_rooms = self.policy.max_rooms.to_string();
+        // The user's name ('' for none) and its version, or 'limit'.
+        let reply: Vec<String> =
+            self.run_global("enter", &[user.as_str(), sid.as_str(), room.as_str(), &max_rooms]).await?;
+        let [name, version] = reply.as_slice() else {
+            return match reply.first().map(String::as_str) {
+                Some("limit") => Ok(Entered::RoomLimit),
+                _ => Err(BackendError::UnexpectedReply(format!("entering a room answered {reply:?}"))),
+            };
+        };
+        if let Some(conn) = self.live().get_mut(sid) {
+            conn.rooms.insert(room.clone());
+        }
+        self.run_room::<i64>(room, "enter", &[sid.as_str(), user.as_str(), name, version]).await?;
+        Ok(Entered::In)
     }
 
-    async fn snapshot(&self) -> Result<PresenceList, BackendError> {
-        let mut reply: Vec<String> = self.run("snapshot", &[]).await?;
+    async fn exit(&self, room: &RoomName, user: &UserId, sid: &SessionId) -> Result<(), BackendError> {
+        if let Some(conn) = self.live().get_mut(sid) {
+            conn.rooms.remove(room);
+        }
+        self.drop_from_room(room, sid, Duration::ZERO).await?;
+        self.run_global::<i64>("exit", &[user.as_str(), sid.as_str(), room.as_str()]).await?;
+        Ok(())
+    }
+
+    async fn disconnect(
+        &self,
+        _user: &UserId,
+        sid: &SessionId,
+        rooms: &[RoomName],
+        grace: Duration,
+    ) -> Result<(), BackendError> {
+        // Forgotten first, so that a sync cannot write the closed connection back.
+        self.live().remove(sid);
+        for room in rooms {
+            self.drop_from_room(room, sid, grace).await?;
+        }
+        let grace_ms = grace.as_millis().to_string();
+        self.run_global::<i64>("disconnect", &[sid.as_str(), &grace_ms]).await.map(drop)
+    }
+
+    async fn snapshot(&self, room: &RoomName) -> Result<PresenceList, BackendError> {
+        let mut reply: Vec<String> = self.run_room(room, "snapshot", &[]).await?;
         if reply.is_empty() {
             return Err(BackendError::UnexpectedReply("an empty presence snapshot".into()));
         }
         let at = reply.remove(0).parse()?;
         reply.sort();
-        Ok(PresenceList { at, users: reply })
+        Ok(PresenceList { room: None, at, users: reply })
+    }
+
+    async fn report(&self, rooms: &[RoomName]) -> Result<(), BackendError> {
+        let idle_ms = self.policy.idle.as_millis().to_string();
+        let mut counts = Vec::with_capacity(rooms.len());
+        for room in rooms {
+            counts.push((room, self.run_room::<usize>(room, "touch", &[&idle_ms]).await?.to_string()));
+        }
+        for chunk in counts.chunks(100) {
+            let args: Vec<&str> = chunk.iter().flat_map(|(room, count)| [room.as_str(), count.as_str()]).collect();
+            self.run_global::<i64>("report", &args).await?;
+        }
+        Ok(())
+    }
+
+    async fn rooms(&self) -> Result<Vec<RoomInfo>, BackendError> {
+        let stale_ms = COUNT_STALE_AFTER.as_millis().to_string();
+        let reply: Vec<String> = self.run_global("rooms", &[&stale_ms]).await?;
+        Ok(reply
+            .chunks(2)
+            .filter_map(|pair| {
+                let room = RoomName::parse(pair.first()?).ok()?;
+                Some(RoomInfo { room, online: pair.get(1)?.parse().ok()? })
+            })
+            .collect())
     }
 
     async fn sweep(&self) -> Result<Swept, BackendError> {
         let timeout_ms = self.node_timeout.as_millis().to_string();
-        let (held, left): (usize, usize) = self.run("sweep", &[&timeout_ms]).await?;
+        let idle_ms = self.policy.idle.as_millis().to_string();
+        let reply: Vec<String> = self.run_global("sweep", &[&timeout_ms, &idle_ms]).await?;
+        let number = |at: usize| -> Result<usize, BackendError> {
+            reply
+                .get(at)
+                .and_then(|n| n.parse().ok())
+                .ok_or_else(|| BackendError::UnexpectedReply("a presence sweep without its counts".into()))
+        };
+        let (held, dead) = (number(0)?, number(1)?);
+        let dead_end = 2 + 2 * dead;
+        let (Some(dead_nodes), Some(due_rooms)) = (reply.get(2..dead_end), reply.get(dead_end..)) else {
+            return Err(BackendError::UnexpectedReply("a short presence sweep".into()));
+        };
+        let mut left = 0;
+        for node in dead_nodes.chunks(2) {
+            left += self.reap(&node[0], &node[1]).await?;
+        }
+        for due in due_rooms.chunks(2) {
+            if let (Ok(room), Some(seen)) = (RoomName::parse(&due[0]), due.get(1)) {
+                left += self.expire_room(&room, seen).await?;
+            }
+        }
         let live = self.live().len();
         if held == live {
             return Ok(Swept { left, lost: Vec::new() });

@@ -1,10 +1,18 @@
--- The room's stream and where its epoch began, shared by bus.lua and presence.lua (each
--- script is this file followed by its own). An epoch is the life of one stream: a stream
--- that Redis lost (a restart without persistence, FLUSHALL, a failover to an empty
--- replica) is created again by the next append, which starts a new epoch. Positions of
--- an older epoch mean nothing in the new one.
-local STREAM = 'chatroom:events'
-local EPOCH = 'chatroom:epoch'
+-- A room's stream and where its epoch began, shared by bus.lua and room.lua (each script
+-- is this file followed by its own). Every key of a room carries the room in a hash tag,
+-- so one room lives in one Redis Cluster slot; a script touches one room's keys only,
+-- and gets them all in KEYS: KEYS[1] the stream, KEYS[2] its epoch. ARGV[1] is the
+-- operation and ARGV[2] the room's name.
+--
+-- An epoch is the life of one stream: a stream that Redis lost (a restart without
+-- persistence, FLUSHALL, a failover to an empty replica) is created again by the next
+-- append, which starts a new epoch. Positions of an older epoch mean nothing in the new
+-- one.
+local STREAM, EPOCH = KEYS[1], KEYS[2]
+local ROOM = ARGV[2]
+-- Nodes reading this room learn of new entries here (a channel is not a key: it works
+-- the same in a cluster), then read them from the stream itself.
+local WAKE = 'chatroom:wake'
 
 local function now_ms()
   local t = redis.call('TIME')
@@ -17,6 +25,7 @@ local function append(maxlen, fields)
   local fresh = redis.call('EXISTS', STREAM) == 0
   local id = redis.call('XADD', STREAM, 'MAXLEN', '~', maxlen, '*', unpack(fields))
   if fresh then redis.call('SET', EPOCH, id) end
+  redis.call('PUBLISH', WAKE, ROOM)
   return id
 end
 
