@@ -21,6 +21,37 @@ pub fn socket_url() -> String {
     format!("{scheme}://{host}/socket.io/?EIO=4&transport=websocket")
 }
 
+/// The path of the page's address (`/`, `/r/ops`).
+pub fn current_path() -> Option<String> {
+    web_sys::window()?.location().pathname().ok()
+}
+
+/// Shows `path` in the address bar as a new history entry, unless it is there already.
+pub fn show_path(path: &str) {
+    if current_path().as_deref() == Some(path) {
+        return;
+    }
+    if let Some(history) = web_sys::window().and_then(|w| w.history().ok()) {
+        let _ = history.push_state_with_url(&wasm_bindgen::JsValue::NULL, "", Some(path));
+    }
+}
+
+/// Calls `changed` with the new path whenever the person goes back or forward.
+pub fn on_path_change(changed: impl Fn(String) + 'static) {
+    let handle = leptos::prelude::window_event_listener(leptos::ev::popstate, move |_| {
+        if let Some(path) = current_path() {
+            changed(path);
+        }
+    });
+    // For the life of the page.
+    std::mem::forget(handle);
+}
+
+/// Calls `tick` every `period` for the life of the page.
+pub fn every(period: std::time::Duration, tick: impl Fn() + 'static) {
+    let _ = leptos::prelude::set_interval_with_handle(tick, period);
+}
+
 /// Where the client key is kept in the browser's local storage.
 const KEY_STORAGE: &str = "chatroom.key";
 

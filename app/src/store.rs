@@ -1,27 +1,47 @@
-//! The page's state and how server events change it: the log, the name (accepted,
-//! asked for, or presented again after a reconnect), who is online, and the position to
-//! resume from. Plain reactive signals without a view, so it is tested natively.
+//! The page's state and how server events change it: the rooms the page is in (each
+//! with its log, who is in it, the position to resume from, and what was not read yet),
+//! the room on screen, the room list, and the name (accepted, asked for, or presented
+//! again after a reconnect). Plain reactive signals without a view, so it is tested
+//! natively.
 //!
-//! Invariant: `last_pos` is the position of the newest room event shown, and lines come
-//! in the room's order, so a reconnect that presents it misses nothing and repeats nothing.
+//! Invariant: a room's `last_pos` is the position of the newest event of it shown, and
+//! its lines come in its order, so a reconnect that presents it misses nothing and
+//! repeats nothing there. The room on screen keeps its log and list in the `lines` and
+//! `online` signals; the others keep theirs in `rooms` until they are shown.
 
 use crate::protocol::session::ConnState;
 use crate::protocol::{
-    After, Backlog, BacklogKind, ClientAuth, ClientEvent, ClientKey, DEFAULT_MAX_MESSAGE_CHARS, MessageText, Notice,
-    Position, PresenceList, Presented, Refusal, RoomEvent, RoomLine, ServerEvent, Username,
+    After, Backlog, BacklogKind, ClientAuth, ClientEvent, ClientKey, DEFAULT_MAX_MESSAGE_CHARS, JoinRoom, LeaveRoom,
+    MessageText, Notice, Position, PresenceList, Presented, Refusal, RoomCount, RoomEvent, RoomLine, RoomList,
+    RoomName, Say, ServerEvent, Username,
 };
 use futures::channel::mpsc::{UnboundedReceiver, UnboundedSender, unbounded};
 use leptos::prelude::*;
+use std::collections::BTreeMap;
 
-/// How many lines the page keeps; older ones scroll away for good.
+/// How many lines the page keeps per room; older ones scroll away for good.
 const MAX_LINES: usize = 500;
 
-/// Shown when the server cannot continue the log from where it was (the page was away
-/// too long, or the chat lost messages): it starts over from the recent history.
+/// Shown when the server cannot continue a room's log from where it was (the page was
+/// away too long, or the chat lost messages): it starts over from the recent history.
 pub const MISSED: &str = "You may have missed messages: here is the recent history.";
 
 /// Shown when something is typed while there is no connection.
 pub const NOT_CONNECTED: &str = "Not connected: wait until the chat is online.";
+
+/// The room a page path opens: `/r/{room}`, and the lobby for `/` (and for a path whose
+/// room is not a room name).
+pub fn room_of_path(path: &str) -> RoomName {
+    path.strip_prefix("/r/")
+        .map(|rest| rest.trim_end_matches('/'))
+        .and_then(|name| RoomName::parse(name).ok())
+        .unwrap_or_else(RoomName::lobby)
+}
+
+/// The page path of a room: `/` for the lobby, `/r/{room}` for the others.
+pub fn path_of_room(room: &RoomName) -> String {
+    if room.is_lobby() { "/".to_owned() } else { format!("/r/{room}") }
+}
 
 /// What a line in the log is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,7 +54,7 @@ pub enum LineKind {
     Own,
 }
 
-/// One line in the message log.
+/// One line in a room's log.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Line {
     /// Unique within the page, for the view's keyed list.
@@ -49,51 +69,87 @@ pub struct Line {
     pub history: bool,
 }
 
+/// A room the page is in, as the room list shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoomTab {
+    /// The room.
+    pub room: RoomName,
+    /// Chat lines that came while another room was on screen.
+    pub unread: usize,
+}
+
+/// What the page keeps of a room.
+#[derive(Debug, Default)]
+struct RoomData {
+    /// Its log, while another room is on screen.
+    lines: Vec<Line>,
+    /// Who is in it, sorted, while another room is on screen.
+    online: Vec<String>,
+    /// The position `online` reflects: only events after it change the list.
+    online_at: Position,
+    /// The position of its newest event shown: a reconnect resumes after it.
+    last_pos: Option<Position>,
+    /// Where its log was scrolled when another room was put on screen.
+    scroll: Option<i32>,
+    /// Whether the server sent its backlog: the page is in it.
+    confirmed: bool,
+}
+
 /// Everything the page's view and handlers share.
 #[derive(Clone, Copy)]
 pub struct Chat {
     /// The link's state.
     pub state: RwSignal<ConnState>,
-    /// The log, oldest first.
+    /// The room on screen.
+    pub current: RwSignal<RoomName>,
+    /// Its log, oldest first.
     pub lines: RwSignal<Vec<Line>>,
+    /// Who is in it, sorted.
+    pub online: RwSignal<Vec<String>>,
+    /// The rooms the page is in, in the order it joined them, with their unread lines.
+    pub tabs: RwSignal<Vec<RoomTab>>,
+    /// The rooms in use, with how many are in each (asked from the server now and then).
+    pub directory: RwSignal<Vec<RoomCount>>,
+    /// Where to scroll the log after another room was put on screen (`None`: to the end).
+    pub scroll_to: RwSignal<Option<i32>>,
+    rooms: StoredValue<BTreeMap<RoomName, RoomData>>,
     next_line_id: StoredValue<u64>,
     /// The name the server accepted; presented again when reconnecting.
     pub username: RwSignal<Option<Username>>,
     /// A name this page asked for and the server has not answered yet.
     pending_name: StoredValue<Option<Username>>,
-    /// The position of the newest room event shown: a reconnect resumes after it.
-    last_pos: StoredValue<Option<Position>>,
     /// The node serving this connection, from its `hello`.
     pub node: RwSignal<Option<String>>,
-    /// The names online, sorted.
-    pub online: RwSignal<Vec<String>>,
-    /// The position `online` reflects: only room events after it change the list.
-    online_at: StoredValue<Position>,
     /// A name presented again on reconnecting, not answered yet.
     resuming_name: StoredValue<Option<Username>>,
     /// This browser's client key: its tabs and reconnects are one user.
     key: StoredValue<Option<ClientKey>>,
     /// Why the last name asked for was not taken.
     pub name_hint: RwSignal<Option<String>>,
-    /// Why the last line was not sent.
+    /// Why the last line was not sent, or the last room not opened.
     pub message_hint: RwSignal<Option<String>>,
     outbox: StoredValue<UnboundedSender<ClientEvent>>,
 }
 
 impl Chat {
-    /// A fresh store, and the receiving end of what it asks to send.
-    pub fn new() -> (Self, UnboundedReceiver<ClientEvent>) {
+    /// A fresh store showing `room`, and the receiving end of what it asks to send.
+    pub fn new(room: RoomName) -> (Self, UnboundedReceiver<ClientEvent>) {
         let (tx, rx) = unbounded();
+        let mut rooms = BTreeMap::new();
+        rooms.insert(room.clone(), RoomData::default());
         let chat = Self {
             state: RwSignal::new(ConnState::Connecting),
+            current: RwSignal::new(room.clone()),
             lines: RwSignal::new(Vec::new()),
+            online: RwSignal::new(Vec::new()),
+            tabs: RwSignal::new(vec![RoomTab { room, unread: 0 }]),
+            directory: RwSignal::new(Vec::new()),
+            scroll_to: RwSignal::new(None),
+            rooms: StoredValue::new(rooms),
             next_line_id: StoredValue::new(0),
             username: RwSignal::new(None),
             pending_name: StoredValue::new(None),
-            last_pos: StoredValue::new(None),
             node: RwSignal::new(None),
-            online: RwSignal::new(Vec::new()),
-            online_at: StoredValue::new(Position::default()),
             resuming_name: StoredValue::new(None),
             key: StoredValue::new(None),
             name_hint: RwSignal::new(None),
@@ -129,7 +185,8 @@ impl Chat {
         }
     }
 
-    /// The person sends the line in `draft`; true when it went out (clear the field).
+    /// The person sends the line in `draft` to the room on screen; true when it went out
+    /// (clear the field).
     pub fn send_line(&self, draft: &str) -> bool {
         if self.username.get_untracked().is_none() {
             self.message_hint.set(Some(Refusal::NoUsername.to_string()));
@@ -142,7 +199,8 @@ impl Chat {
                 return false;
             }
         };
-        if self.send(ClientEvent::Message(text.into_string())) {
+        let room = self.current.get_untracked().to_string();
+        if self.send(ClientEvent::Say(Say { room, text: text.into_string() })) {
             self.message_hint.set(None);
             true
         } else {
@@ -151,15 +209,103 @@ impl Chat {
         }
     }
 
-    /// The CONNECT auth of the next connection: who we are and what we saw last.
+    /// Asks the server for the room list.
+    pub fn ask_for_rooms(&self) {
+        self.send(ClientEvent::ListRooms);
+    }
+
+    /// Puts `raw` (a room name the person typed) on screen, joining it if the page is
+    /// not in it; `scroll` is where the room on screen was scrolled. Returns the room,
+    /// or shows why the name is not one.
+    pub fn open_room_named(&self, raw: &str, scroll: Option<i32>) -> Option<RoomName> {
+        match RoomName::parse(raw) {
+            Ok(room) => {
+                self.open_room(&room, scroll);
+                self.message_hint.set(None);
+                Some(room)
+            }
+            Err(refusal) => {
+                self.message_hint.set(Some(refusal.to_string()));
+                None
+            }
+        }
+    }
+
+    /// Puts `room` on screen, joining it if the page is not in it; `scroll` is where the
+    /// room on screen was scrolled (it comes back there).
+    pub fn open_room(&self, room: &RoomName, scroll: Option<i32>) {
+        let shown = self.current.get_untracked();
+        if *room == shown {
+            return;
+        }
+        let lines = self.lines.try_update(std::mem::take).unwrap_or_default();
+        let online = self.online.try_update(std::mem::take).unwrap_or_default();
+        let (joining, restore) = self
+            .rooms
+            .try_update_value(|rooms| {
+                let left = rooms.entry(shown.clone()).or_default();
+                (left.lines, left.online, left.scroll) = (lines, online, scroll);
+                let joining = !rooms.contains_key(room);
+                let next = rooms.entry(room.clone()).or_default();
+                self.lines.set(std::mem::take(&mut next.lines));
+                self.online.set(std::mem::take(&mut next.online));
+                (joining, next.scroll)
+            })
+            .unwrap_or((true, None));
+        self.scroll_to.set(restore);
+        self.current.set(room.clone());
+        self.tabs.update(|tabs| match tabs.iter_mut().find(|tab| tab.room == *room) {
+            Some(tab) => tab.unread = 0,
+            None => tabs.push(RoomTab { room: room.clone(), unread: 0 }),
+        });
+        if joining {
+            self.send(ClientEvent::Join(JoinRoom { room: room.to_string(), after: None }));
+        }
+    }
+
+    /// The person leaves `room`: no more of its lines; the lobby is shown if it was on
+    /// screen (the page is always in some room).
+    pub fn leave_room(&self, room: &RoomName) {
+        if self.current.get_untracked() == *room {
+            let fallback = self.other_room(room);
+            if fallback == *room {
+                return;
+            }
+            self.open_room(&fallback, None);
+        }
+        self.forget_room(room);
+        self.send(ClientEvent::Leave(LeaveRoom { room: room.to_string() }));
+    }
+
+    /// The room to show instead of `room`: the first other room the page is in, else
+    /// the lobby.
+    fn other_room(&self, room: &RoomName) -> RoomName {
+        self.tabs
+            .get_untracked()
+            .into_iter()
+            .map(|tab| tab.room)
+            .find(|other| other != room)
+            .unwrap_or_else(RoomName::lobby)
+    }
+
+    fn forget_room(&self, room: &RoomName) {
+        self.rooms.update_value(|rooms| drop(rooms.remove(room)));
+        self.tabs.update(|tabs| tabs.retain(|tab| tab.room != *room));
+    }
+
+    /// The CONNECT auth of the next connection: who we are, the rooms we are in and what
+    /// we saw last in each.
     pub fn auth(&self) -> ClientAuth {
         let name = self.username.get_untracked();
         self.resuming_name.set_value(name.clone());
+        let after = self.rooms.with_value(|rooms| {
+            rooms.iter().map(|(room, data)| (room.to_string(), data.last_pos.map(Presented::Valid))).collect()
+        });
         ClientAuth {
-            after: self.last_pos.get_value().map(|pos| After::One(Presented::Valid(pos))),
+            after: Some(After::PerRoom(after)),
             name: name.map(|name| name.to_string()),
             key: self.key.get_value().map(Presented::Valid),
-            ..ClientAuth::v1()
+            ..ClientAuth::new()
         }
     }
 
@@ -169,12 +315,18 @@ impl Chat {
         Line { id, kind, body, time, history }
     }
 
-    fn room_line(&self, line: RoomLine, history: bool) -> Line {
-        if line.pos > self.online_at.get_value() {
-            self.follow_presence(&line.event);
+    /// The room an event is about: the lobby when it names none.
+    fn room_of(room: Option<RoomName>) -> RoomName {
+        room.unwrap_or_else(RoomName::lobby)
+    }
+
+    fn room_line(&self, room: &RoomName, line: RoomLine, history: bool) -> Line {
+        let newer = self.rooms.with_value(|rooms| rooms.get(room).is_some_and(|data| line.pos > data.online_at));
+        if newer {
+            self.follow_presence(room, &line.event);
         }
         // Lines arrive in the room's order, so the newest is the one to resume after.
-        self.last_pos.set_value(Some(line.pos));
+        self.rooms.update_value(|rooms| rooms.entry(room.clone()).or_default().last_pos = Some(line.pos));
         let kind = match line.event {
             RoomEvent::Chat { .. } => LineKind::Chat,
             RoomEvent::Joined { .. } | RoomEvent::Renamed { .. } | RoomEvent::Left { .. } => LineKind::Room,
@@ -182,15 +334,15 @@ impl Chat {
         self.new_line(kind, line.event.text(), Some(clock(line.ts)), history)
     }
 
-    /// Keeps the list of who is online in step with a room event newer than the list.
-    fn follow_presence(&self, event: &RoomEvent) {
+    /// Keeps the list of who is in `room` in step with an event newer than the list.
+    fn follow_presence(&self, room: &RoomName, event: &RoomEvent) {
         let (gone, came) = match event {
             RoomEvent::Chat { .. } => return,
             RoomEvent::Joined { author } => (None, Some(author)),
             RoomEvent::Renamed { author, from } => (Some(from), Some(author)),
             RoomEvent::Left { author } => (Some(author), None),
         };
-        self.online.update(|online| {
+        self.update_online(room, |online| {
             if let Some(gone) = gone {
                 online.retain(|name| name != gone);
             }
@@ -202,27 +354,69 @@ impl Chat {
         });
     }
 
-    fn push(&self, new: Vec<Line>, replace: bool) {
-        self.lines.update(|lines| {
+    /// Changes who is in `room`, wherever its list is kept.
+    fn update_online(&self, room: &RoomName, change: impl FnOnce(&mut Vec<String>)) {
+        if *room == self.current.get_untracked() {
+            self.online.update(change);
+        } else {
+            self.rooms.update_value(|rooms| change(&mut rooms.entry(room.clone()).or_default().online));
+        }
+    }
+
+    /// Adds lines to `room`'s log (after emptying it when `replace`); those not on screen
+    /// count as unread, chat lines seen live only.
+    fn push(&self, room: &RoomName, new: Vec<Line>, replace: bool) {
+        let trim = |lines: &mut Vec<Line>| {
+            if lines.len() > MAX_LINES {
+                lines.drain(..lines.len() - MAX_LINES);
+            }
+        };
+        if *room == self.current.get_untracked() {
+            self.lines.update(|lines| {
+                if replace {
+                    lines.clear();
+                }
+                lines.extend(new);
+                trim(lines);
+            });
+            return;
+        }
+        let unread = new.iter().filter(|line| line.kind == LineKind::Chat && !line.history).count();
+        self.rooms.update_value(|rooms| {
+            let lines = &mut rooms.entry(room.clone()).or_default().lines;
             if replace {
                 lines.clear();
             }
             lines.extend(new);
-            if lines.len() > MAX_LINES {
-                lines.drain(..lines.len() - MAX_LINES);
-            }
+            trim(lines);
         });
+        if unread > 0 {
+            self.tabs.update(|tabs| {
+                if let Some(tab) = tabs.iter_mut().find(|tab| tab.room == *room) {
+                    tab.unread += unread;
+                }
+            });
+        }
     }
 
-    fn push_own(&self, text: String) {
+    /// A line for this page alone, in `room` (the room on screen when `None`).
+    fn push_own(&self, room: Option<RoomName>, text: String) {
+        let room = room.unwrap_or_else(|| self.current.get_untracked());
         let line = self.new_line(LineKind::Own, text, None, false);
-        self.push(vec![line], false);
+        self.push(&room, vec![line], false);
+    }
+
+    /// Whether the page is in `room` (it asked to join it, or was in it).
+    fn is_in(&self, room: &RoomName) -> bool {
+        self.rooms.with_value(|rooms| rooms.contains_key(room))
     }
 
     /// The link changed state.
     pub fn on_state(&self, state: ConnState) {
         self.state.set(state);
-        if state != ConnState::Online {
+        if state == ConnState::Online {
+            self.ask_for_rooms();
+        } else {
             self.node.set(None);
         }
     }
@@ -232,7 +426,7 @@ impl Chat {
         match event {
             ServerEvent::Hello(hello) => self.node.set(Some(hello.node)),
             // The server greets fresh joins only, not resumed connections.
-            ServerEvent::Notice(Notice::Welcome { text, .. }) => self.push_own(text),
+            ServerEvent::Notice(Notice::Welcome { room, text }) => self.push_own(Some(Self::room_of(room)), text),
             ServerEvent::Notice(Notice::NameSet { name, text }) => {
                 self.resuming_name.set_value(None);
                 let asked = self.pending_name.get_value().as_ref() == Some(&name);
@@ -242,7 +436,7 @@ impl Chat {
                     self.pending_name.set_value(None);
                     self.name_hint.set(None);
                     self.message_hint.set(None);
-                    self.push_own(text);
+                    self.push_own(None, text);
                 }
             }
             ServerEvent::Notice(Notice::NameLost { text, .. }) => {
@@ -251,43 +445,72 @@ impl Chat {
                 self.pending_name.set_value(None);
                 self.username.set(None);
                 self.name_hint.set(Some(text.clone()));
-                self.push_own(text);
+                self.push_own(None, text);
             }
-            ServerEvent::Notice(Notice::Refused { text, .. }) => {
-                // The name presented on reconnecting was taken meanwhile: ask for another.
-                if self.resuming_name.get_value().is_some() {
-                    self.resuming_name.set_value(None);
-                    self.username.set(None);
-                    self.name_hint.set(Some(text));
-                } else if self.pending_name.get_value().is_some() {
-                    self.pending_name.set_value(None);
-                    self.name_hint.set(Some(text));
-                } else {
-                    self.message_hint.set(Some(text));
+            ServerEvent::Notice(Notice::Refused { room, text }) => self.on_refused(room, text),
+            ServerEvent::Notice(Notice::RoomLeft { room }) => {
+                if self.is_in(&room) && self.current.get_untracked() != room {
+                    self.forget_room(&room);
                 }
             }
-            ServerEvent::Backlog(Backlog { kind, lines, .. }) => {
+            ServerEvent::Backlog(Backlog { room, kind, lines }) => {
+                let room = Self::room_of(room);
+                if !self.is_in(&room) {
+                    return;
+                }
+                self.rooms.update_value(|rooms| rooms.entry(room.clone()).or_default().confirmed = true);
                 let history = kind != BacklogKind::Resume;
                 let mut new: Vec<Line> = Vec::with_capacity(lines.len() + 1);
                 if kind == BacklogKind::Reset {
                     new.push(self.new_line(LineKind::Own, MISSED.to_owned(), None, false));
                 }
-                new.extend(lines.into_iter().map(|line| self.room_line(line, history)));
+                new.extend(lines.into_iter().map(|line| self.room_line(&room, line, history)));
                 // After a gap the old lines cannot be continued: start over from the history.
-                self.push(new, kind == BacklogKind::Reset);
+                self.push(&room, new, kind == BacklogKind::Reset);
             }
             ServerEvent::Line(line) => {
-                let line = self.room_line(line, false);
-                self.push(vec![line], false);
+                let room = Self::room_of(line.room.clone());
+                if self.is_in(&room) {
+                    let line = self.room_line(&room, line, false);
+                    self.push(&room, vec![line], false);
+                }
             }
-            ServerEvent::Presence(PresenceList { at, mut users, .. }) => {
+            ServerEvent::Presence(PresenceList { room, at, mut users }) => {
+                let room = Self::room_of(room);
+                if !self.is_in(&room) {
+                    return;
+                }
                 users.sort();
-                self.online_at.set_value(at);
-                self.online.set(users);
+                self.rooms.update_value(|rooms| rooms.entry(room.clone()).or_default().online_at = at);
+                self.update_online(&room, |online| *online = users);
             }
-            ServerEvent::Message(text) => self.push_own(text),
-            // The page speaks version 1 and is in the lobby only: it never leaves a room.
-            ServerEvent::Notice(Notice::RoomLeft { .. }) | ServerEvent::Rooms(_) => {}
+            ServerEvent::Rooms(RoomList { rooms }) => self.directory.set(rooms),
+            ServerEvent::Message(text) => self.push_own(None, text),
+        }
+    }
+
+    fn on_refused(&self, room: Option<RoomName>, text: String) {
+        // A room the page asked to join and was refused: it is not in it.
+        if let Some(room) = room.as_ref()
+            && self.rooms.with_value(|rooms| rooms.get(room).is_some_and(|data| !data.confirmed))
+        {
+            if self.current.get_untracked() == *room {
+                self.open_room(&self.other_room(room), None);
+            }
+            self.forget_room(room);
+            self.message_hint.set(Some(text));
+            return;
+        }
+        // The name presented on reconnecting was taken meanwhile: ask for another.
+        if self.resuming_name.get_value().is_some() {
+            self.resuming_name.set_value(None);
+            self.username.set(None);
+            self.name_hint.set(Some(text));
+        } else if self.pending_name.get_value().is_some() {
+            self.pending_name.set_value(None);
+            self.name_hint.set(Some(text));
+        } else {
+            self.message_hint.set(Some(text));
         }
     }
 }
@@ -309,7 +532,7 @@ fn clock(ts_ms: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::{Hello, PROTOCOL_V1};
+    use crate::protocol::{Hello, PROTOCOL_VERSION};
 
     /// A reactive owner for a test's signals; they live as long as it does.
     fn reactive() -> Owner {
@@ -318,10 +541,11 @@ mod tests {
         owner
     }
 
-    /// A store whose link is online, with the events it sends.
+    /// A store showing the lobby whose link is online, with the events it sends.
     fn online() -> (Chat, UnboundedReceiver<ClientEvent>) {
-        let (chat, rx) = Chat::new();
+        let (chat, mut rx) = Chat::new(RoomName::lobby());
         chat.on_state(ConnState::Online);
+        assert_eq!(rx.try_recv().ok(), Some(ClientEvent::ListRooms), "asks for the room list when online");
         (chat, rx)
     }
 
@@ -329,12 +553,38 @@ mod tests {
         Username::parse(raw).unwrap()
     }
 
+    fn room(raw: &str) -> RoomName {
+        RoomName::parse(raw).unwrap()
+    }
+
+    fn line_in(room_name: &str, pos: &str, event: RoomEvent) -> RoomLine {
+        RoomLine { room: Some(room(room_name)), pos: pos.parse().unwrap(), ts: 0, event }
+    }
+
     fn line(pos: &str, event: RoomEvent) -> RoomLine {
-        RoomLine { room: None, pos: pos.parse().unwrap(), ts: 0, event }
+        line_in("lobby", pos, event)
+    }
+
+    fn backlog(room_name: &str, kind: BacklogKind, lines: Vec<RoomLine>) -> ServerEvent {
+        ServerEvent::Backlog(Backlog { room: Some(room(room_name)), kind, lines })
+    }
+
+    fn chat_line(text: &str) -> RoomEvent {
+        RoomEvent::Chat { author: "bob".into(), text: text.into() }
     }
 
     fn bodies(chat: &Chat) -> Vec<String> {
         chat.lines.get_untracked().into_iter().map(|line| line.body).collect()
+    }
+
+    #[test]
+    fn paths_name_their_room() {
+        assert_eq!(room_of_path("/"), RoomName::lobby());
+        assert_eq!(room_of_path("/r/ops"), room("ops"));
+        assert_eq!(room_of_path("/r/ops/"), room("ops"));
+        assert_eq!(room_of_path("/r/Not%20One"), RoomName::lobby());
+        assert_eq!(room_of_path("/elsewhere"), RoomName::lobby());
+        assert_eq!((path_of_room(&RoomName::lobby()), path_of_room(&room("ops"))), ("/".into(), "/r/ops".into()));
     }
 
     #[test]
@@ -363,7 +613,7 @@ mod tests {
     #[test]
     fn nothing_is_sent_without_a_connection_or_a_name() {
         let _owner = reactive();
-        let (chat, mut sent) = Chat::new();
+        let (chat, mut sent) = Chat::new(RoomName::lobby());
         chat.ask_for_name("");
         assert_eq!(chat.name_hint.get_untracked(), Some(Refusal::EmptyName.to_string()));
         chat.ask_for_name("ann");
@@ -371,34 +621,94 @@ mod tests {
         assert!(!chat.send_line("hi"));
         assert_eq!(chat.message_hint.get_untracked(), Some(Refusal::NoUsername.to_string()));
         chat.on_state(ConnState::Online);
+        assert_eq!(sent.try_recv().ok(), Some(ClientEvent::ListRooms));
         chat.on_event(ServerEvent::Notice(Notice::name_set(&name("ann"))));
         assert!(!chat.send_line("   "));
         assert_eq!(chat.message_hint.get_untracked(), Some(Refusal::EmptyMessage.to_string()));
         assert!(chat.send_line("hi"));
-        assert_eq!(sent.try_recv().ok(), Some(ClientEvent::Message("hi".into())));
+        assert_eq!(sent.try_recv().ok(), Some(ClientEvent::Say(Say { room: "lobby".into(), text: "hi".into() })));
         assert!(sent.try_recv().is_err(), "nothing else went out");
     }
 
     #[test]
-    fn a_reconnect_presents_the_name_and_position_and_resumes_quietly() {
+    fn a_reconnect_presents_the_name_and_each_rooms_position_and_resumes_quietly() {
         let _owner = reactive();
         let (chat, _sent) = online();
         chat.set_key("0123456789abcdef".parse().unwrap());
         chat.ask_for_name("ann");
         chat.on_event(ServerEvent::Notice(Notice::name_set(&name("ann"))));
-        chat.on_event(ServerEvent::Line(line("5-1", RoomEvent::Chat { author: "bob".into(), text: "hi".into() })));
+        chat.on_event(backlog("lobby", BacklogKind::History, vec![]));
+        chat.on_event(ServerEvent::Line(line("5-1", chat_line("hi"))));
+        chat.open_room(&room("ops"), None);
 
         let auth = chat.auth();
-        assert_eq!(auth.v, PROTOCOL_V1);
-        assert_eq!(auth.after, Some(After::One(Presented::Valid(Position { ms: 5, seq: 1 }))));
+        assert_eq!(auth.v, PROTOCOL_VERSION);
+        let Some(After::PerRoom(after)) = auth.after else { panic!("a position per room") };
+        assert_eq!(after["lobby"], Some(Presented::Valid(Position { ms: 5, seq: 1 })));
+        assert_eq!(after["ops"], None, "ops: nothing seen yet");
         assert_eq!(auth.name.as_deref(), Some("ann"));
         assert!(auth.key.is_some());
+        chat.open_room(&RoomName::lobby(), None);
         let before = bodies(&chat);
         chat.on_event(ServerEvent::Hello(Hello { node: "n2".into() }));
-        chat.on_event(ServerEvent::Backlog(Backlog { room: None, kind: BacklogKind::Resume, lines: vec![] }));
         chat.on_event(ServerEvent::Notice(Notice::name_set(&name("ann"))));
+        chat.on_event(backlog("lobby", BacklogKind::Resume, vec![]));
         assert_eq!(bodies(&chat), before, "no confirmation line for a name presented again");
         assert_eq!(chat.node.get_untracked().as_deref(), Some("n2"));
+    }
+
+    #[test]
+    fn rooms_keep_their_own_logs_lists_and_unread_lines() {
+        let _owner = reactive();
+        let (chat, mut sent) = online();
+        chat.on_event(backlog("lobby", BacklogKind::History, vec![line("1-0", chat_line("in the lobby"))]));
+        chat.open_room(&room("ops"), Some(120));
+        assert_eq!(sent.try_recv().ok(), Some(ClientEvent::Join(JoinRoom { room: "ops".into(), after: None })));
+        assert_eq!(chat.scroll_to.get_untracked(), None, "a new room starts at its end");
+        chat.on_event(backlog("ops", BacklogKind::History, vec![line_in("ops", "2-0", chat_line("in ops"))]));
+        chat.on_event(ServerEvent::Presence(PresenceList {
+            room: Some(room("ops")),
+            at: "2-0".parse().unwrap(),
+            users: vec!["bob".into()],
+        }));
+        assert_eq!(bodies(&chat), ["bob: in ops"]);
+        assert_eq!(chat.online.get_untracked(), ["bob"]);
+        // Lines of the lobby while ops is on screen: unread there, not in ops's log.
+        chat.on_event(ServerEvent::Line(line("3-0", chat_line("one"))));
+        chat.on_event(ServerEvent::Line(line("4-0", RoomEvent::Joined { author: "cy".into() })));
+        chat.on_event(ServerEvent::Line(line("5-0", chat_line("two"))));
+        assert_eq!(bodies(&chat), ["bob: in ops"]);
+        let unread = |chat: &Chat, name: &str| {
+            chat.tabs.get_untracked().iter().find(|t| t.room.as_str() == name).map(|t| t.unread)
+        };
+        assert_eq!(unread(&chat, "lobby"), Some(2), "chat lines only");
+        // Back to the lobby: its log, where it was scrolled, nothing unread.
+        chat.open_room(&RoomName::lobby(), Some(40));
+        assert_eq!(bodies(&chat), ["bob: in the lobby", "bob: one", "cy joined the chatroom.", "bob: two"]);
+        assert_eq!(chat.scroll_to.get_untracked(), Some(120));
+        assert_eq!(unread(&chat, "lobby"), Some(0));
+        assert!(sent.try_recv().is_err(), "the lobby was joined already");
+        // Leaving ops: it is gone from the tabs and the server is told.
+        chat.leave_room(&room("ops"));
+        assert_eq!(sent.try_recv().ok(), Some(ClientEvent::Leave(LeaveRoom { room: "ops".into() })));
+        assert_eq!(chat.tabs.get_untracked().iter().map(|t| t.room.to_string()).collect::<Vec<_>>(), ["lobby"]);
+        chat.on_event(ServerEvent::Line(line_in("ops", "6-0", chat_line("after leaving"))));
+        assert!(!bodies(&chat).iter().any(|body| body.contains("after leaving")));
+    }
+
+    #[test]
+    fn a_room_the_server_refuses_is_given_up_with_its_reason() {
+        let _owner = reactive();
+        let (chat, _sent) = online();
+        assert_eq!(chat.open_room_named("Bad Room", None), None);
+        assert_eq!(chat.message_hint.get_untracked(), Some(Refusal::RoomNameNotPlain.to_string()));
+        chat.open_room_named("full", None);
+        assert_eq!(chat.current.get_untracked(), room("full"));
+        let why = "No new room can be opened: the chat holds as many as it may (3).";
+        chat.on_event(ServerEvent::Notice(Notice::Refused { room: Some(room("full")), text: why.into() }));
+        assert_eq!(chat.current.get_untracked(), RoomName::lobby(), "back where it was");
+        assert_eq!(chat.message_hint.get_untracked().as_deref(), Some(why));
+        assert_eq!(chat.tabs.get_untracked().len(), 1);
     }
 
     #[test]
@@ -437,16 +747,16 @@ mod tests {
         let (chat, _sent) = online();
         chat.on_event(ServerEvent::Message("old".into()));
         let joined = |author: &str| RoomEvent::Joined { author: author.into() };
-        chat.on_event(ServerEvent::Backlog(Backlog {
-            room: None,
-            kind: BacklogKind::Reset,
-            lines: vec![line("1-0", joined("ann")), line("2-0", joined("bob"))],
-        }));
+        chat.on_event(backlog(
+            "lobby",
+            BacklogKind::Reset,
+            vec![line("1-0", joined("ann")), line("2-0", joined("bob"))],
+        ));
         assert_eq!(bodies(&chat), [MISSED, "ann joined the chatroom.", "bob joined the chatroom."]);
         assert!(chat.lines.get_untracked()[1].history);
         // The list reflects up to 2-0: the backlog's joins are in it already, later ones change it.
         chat.on_event(ServerEvent::Presence(PresenceList {
-            room: None,
+            room: Some(RoomName::lobby()),
             at: "2-0".parse().unwrap(),
             users: vec!["bob".into(), "ann".into()],
         }));
@@ -454,6 +764,7 @@ mod tests {
         chat.on_event(ServerEvent::Line(line("3-0", RoomEvent::Renamed { author: "cy".into(), from: "ann".into() })));
         chat.on_event(ServerEvent::Line(line("4-0", RoomEvent::Left { author: "bob".into() })));
         assert_eq!(chat.online.get_untracked(), ["cy"]);
-        assert_eq!(chat.auth().after, Some(After::One(Presented::Valid(Position { ms: 4, seq: 0 }))));
+        let Some(After::PerRoom(after)) = chat.auth().after else { panic!("per room") };
+        assert_eq!(after["lobby"], Some(Presented::Valid(Position { ms: 4, seq: 0 })));
     }
 }

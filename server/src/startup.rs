@@ -152,14 +152,14 @@ impl Application {
 
         // Leptos renders on the tokio runtime; a second call (tests) finds it set already.
         let _ = any_spawner::Executor::init_tokio();
+        let page = get(leptos_axum::render_app_to_stream_with_context(security::page_security_policy, {
+            let site = site.clone();
+            move || shell(site.clone())
+        }));
+        // `/` opens the lobby, `/r/{room}` a room: the same page, which reads its address.
         let router = Router::new()
-            .route(
-                "/",
-                get(leptos_axum::render_app_to_stream_with_context(security::page_security_policy, {
-                    let site = site.clone();
-                    move || shell(site.clone())
-                })),
-            )
+            .route("/", page.clone())
+            .route("/r/{room}", page)
             // The wasm, JS and CSS under /pkg and the files of public/ all sit in the site root.
             .fallback_service(ServeDir::new(site.site_root.as_ref()))
             .layer(socket_layer)
