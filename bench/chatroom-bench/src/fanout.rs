@@ -115,14 +115,14 @@ struct Seen {
 
 /// Which lines of each sender a client got, and the newest.
 #[derive(Default)]
-struct PerSender {
+pub(crate) struct PerSender {
     got: Vec<u64>,
     newest: Option<u64>,
 }
 
 impl PerSender {
     /// Records line `seq`; returns (duplicate, out of order).
-    fn record(&mut self, seq: u64) -> (bool, bool) {
+    pub(crate) fn record(&mut self, seq: u64) -> (bool, bool) {
         let (word, bit) = ((seq / 64) as usize, seq % 64);
         if self.got.len() <= word {
             self.got.resize(word + 1, 0);
@@ -185,7 +185,8 @@ impl Shared {
     }
 }
 
-fn new_histogram() -> anyhow::Result<Histogram<u64>> {
+/// A latency histogram in microseconds, up to two minutes.
+pub(crate) fn new_histogram() -> anyhow::Result<Histogram<u64>> {
     Ok(Histogram::new_with_bounds(1, 120_000_000, 3)?)
 }
 
@@ -411,7 +412,7 @@ async fn serve(link: &mut Link, index: usize, sending: Option<u64>, step: Step, 
                     seen.duplicates += u64::from(duplicate);
                     seen.order_violations += u64::from(out_of_order);
                 }
-                Ok(Incoming::Other) => {}
+                Ok(Incoming::Other | Incoming::Event(_)) => {}
                 Ok(Incoming::Closed(_)) | Err(_) => {
                     seen.disconnected = true;
                     break;
@@ -423,7 +424,7 @@ async fn serve(link: &mut Link, index: usize, sending: Option<u64>, step: Step, 
 }
 
 /// Microseconds since `start` (a run lasts far less than the 584,000 years a u64 holds).
-fn elapsed_micros(start: Instant) -> u64 {
+pub(crate) fn elapsed_micros(start: Instant) -> u64 {
     u64::try_from(start.elapsed().as_micros()).unwrap_or(u64::MAX)
 }
 

@@ -28,6 +28,8 @@ fn ws_config() -> WebSocketConfig {
 pub enum Incoming {
     /// A `message` string.
     Message(String),
+    /// Another event (structured clients).
+    Event(ServerEvent),
     /// Anything else (other events, heartbeats answered here).
     Other,
     /// The connection ended.
@@ -46,7 +48,15 @@ impl Link {
         let (ws, _) = tokio_tungstenite::connect_async_with_config(socket_url(base), Some(ws_config()), false)
             .await
             .context("WebSocket handshake")?;
-        Self::join(ws).await
+        Self::join(ws, ClientSession::new()).await
+    }
+
+    /// The same for a chatroom client presenting `auth` in its CONNECT.
+    pub async fn connect_with_auth(base: &str, auth: serde_json::Value) -> anyhow::Result<Self> {
+        let (ws, _) = tokio_tungstenite::connect_async_with_config(socket_url(base), Some(ws_config()), false)
+            .await
+            .context("WebSocket handshake")?;
+        Self::join(ws, ClientSession::with_auth(auth)).await
     }
 
     /// Does the same over a TCP connection made by the caller (from a chosen source address).
@@ -58,11 +68,11 @@ impl Link {
         )
         .await
         .context("WebSocket handshake")?;
-        Self::join(ws).await
+        Self::join(ws, ClientSession::new()).await
     }
 
-    async fn join(ws: WebSocketStream<MaybeTlsStream<TcpStream>>) -> anyhow::Result<Self> {
-        let mut link = Self { ws, session: ClientSession::new() };
+    async fn join(ws: WebSocketStream<MaybeTlsStream<TcpStream>>, session: ClientSession) -> anyhow::Result<Self> {
+        let mut link = Self { ws, session };
         while !link.session.is_online() {
             if let Incoming::Closed(reason) = link.next().await? {
                 bail!("closed before joining: {reason}");
@@ -88,8 +98,9 @@ impl Link {
             match self.session.on_frame(text.as_str())? {
                 Step::Reply(reply) => self.ws.send(Message::text(reply)).await.context("reply")?,
                 Step::Event(ServerEvent::Message(text)) => return Ok(Incoming::Message(text)),
+                Step::Event(event) => return Ok(Incoming::Event(event)),
                 Step::Closed(reason) => return Ok(Incoming::Closed(reason)),
-                Step::Online | Step::Event(_) | Step::Idle => return Ok(Incoming::Other),
+                Step::Online | Step::Idle => return Ok(Incoming::Other),
             }
         }
     }

@@ -8,6 +8,7 @@
 //!   chatroom-bench rampup --url … --clients 1000 --senders 10 --start-rate 10 --factor 1.5
 //!   chatroom-bench conns --url … --connections 10000 --server-pid PID
 //!   chatroom-bench soak --url … --clients 40 --senders 8 --duration-secs 600
+//!   chatroom-bench rooms --url … --rooms 1000 --members 10 --rate-per-room 1 [--busy-members 1000]
 //!
 //! Every client checks every line it receives: deliveries expected and received,
 //! duplicates and order violations per sender, latency (HDR histogram) and disconnects.
@@ -17,6 +18,7 @@ mod conns;
 mod fanout;
 mod link;
 mod rampup;
+mod rooms;
 mod soak;
 
 use anyhow::{Context, bail};
@@ -43,6 +45,9 @@ enum Scenario {
     /// Chatroom clients that resume after every disconnect chat for a long while (while
     /// scripts/soak.sh makes faults): every line seen by all, once, in order.
     Soak(soak::SoakArgs),
+    /// Many rooms of a few members (version 2 clients), one sender each, beside an
+    /// optional busy room: every line once, in order, in its room only.
+    Rooms(rooms::RoomsArgs),
 }
 
 /// Refuses any target that is not on the loopback network: this tool must not load
@@ -102,6 +107,18 @@ async fn main() -> anyhow::Result<()> {
             // Every connection is a file descriptor: take all the hard limit allows.
             let _ = rlimit::increase_nofile_limit(u64::MAX);
             let report = conns::run(&args).await?;
+            print_report(&report.table(), &serde_json::to_string(&report)?);
+            if !report.clean() {
+                std::process::exit(1);
+            }
+        }
+        Scenario::Rooms(args) => {
+            loopback_only(&args.urls)?;
+            if args.duration_secs > 600 {
+                bail!("--duration-secs is at most 600: every run is bounded");
+            }
+            let _ = rlimit::increase_nofile_limit(u64::MAX);
+            let report = rooms::run(&args).await?;
             print_report(&report.table(), &serde_json::to_string(&report)?);
             if !report.clean() {
                 std::process::exit(1);

@@ -46,6 +46,38 @@ async fn clean_run(args: &[&str]) -> Value {
 }
 
 #[tokio::test]
+async fn the_load_tool_measures_rooms_beside_a_busy_one() {
+    let app = spawn_app().await;
+    let url = app.url();
+    let report = clean_run(&[
+        "rooms",
+        "--url",
+        &url,
+        "--rooms",
+        "3",
+        "--members",
+        "3",
+        "--rate-per-room",
+        "5",
+        "--busy-members",
+        "4",
+        "--busy-rate",
+        "10",
+        "--duration-secs",
+        "2",
+    ])
+    .await;
+    assert_eq!(report["clients"], 13, "{report}");
+    assert_eq!(report["sent"], 50, "3 rooms × 10 lines and 20 in the busy one: {report}");
+    assert_eq!(report["expected"], 170, "each line to its own room's members: {report}");
+    assert_eq!(report["received"], 170, "{report}");
+    for zero in ["missing", "duplicates", "order_violations", "wrong_room", "disconnects", "connect_failures"] {
+        assert_eq!(report[zero], 0, "{zero}: {report}");
+    }
+    assert!(report["busy_latency_ms_p99"].as_f64().is_some_and(|ms| ms > 0.0), "{report}");
+}
+
+#[tokio::test]
 async fn the_load_tool_measures_a_short_fanout_run() {
     let app = spawn_app().await;
     let url = app.url();
