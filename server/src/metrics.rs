@@ -1,6 +1,6 @@
 //! The node's Prometheus metrics (OpenMetrics text at `/metrics`), one registry per node.
 
-use app::protocol::{BACKLOG, HELLO, LINE, MESSAGE, NOTICE, PRESENCE, SET_USERNAME};
+use app::protocol::{BACKLOG, HELLO, JOIN, LEAVE, LINE, MESSAGE, NOTICE, PRESENCE, ROOMS, SET_USERNAME};
 use axum::Router;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
@@ -86,6 +86,8 @@ pub struct Metrics {
     backend_errors: Family<OpLabel, Counter>,
     /// Times the bus reader got going again after failing (a Redis reconnect).
     pub bus_reconnects: Counter,
+    /// Rooms this node reads and delivers now (those with members here, and the lobby).
+    pub rooms_delivered: Gauge,
     /// Seconds a chat line took to be published on the bus.
     pub publish_seconds: Histogram,
     /// Seconds from a room event's publication to its delivery by this node.
@@ -102,12 +104,13 @@ impl Default for Metrics {
         let mut registry = Registry::with_prefix("chatroom");
         let metrics = Self {
             clients: Family::default(),
-            events_in: EventCounters::new(&[MESSAGE, SET_USERNAME, "join"]),
+            events_in: EventCounters::new(&[MESSAGE, SET_USERNAME, "join", JOIN, LEAVE, ROOMS]),
             events_out: EventCounters::new(&[MESSAGE, LINE, BACKLOG, NOTICE, PRESENCE, HELLO]),
             refusals: Family::default(),
             backlogs: Family::default(),
             backend_errors: Family::default(),
             bus_reconnects: Counter::default(),
+            rooms_delivered: Gauge::default(),
             publish_seconds: Histogram::new(latency_buckets()),
             delivery_seconds: Histogram::new(latency_buckets()),
             registry: Registry::default(),
@@ -123,6 +126,11 @@ impl Default for Metrics {
             metrics.backend_errors.clone(),
         );
         registry.register("bus_reconnects", "Bus reader recoveries after a failure", metrics.bus_reconnects.clone());
+        registry.register(
+            "rooms_delivered",
+            "Rooms this node reads and delivers (with members here, and the lobby)",
+            metrics.rooms_delivered.clone(),
+        );
         registry.register("publish_seconds", "Time to publish a chat line on the bus", metrics.publish_seconds.clone());
         registry.register(
             "delivery_seconds",

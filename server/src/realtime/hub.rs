@@ -128,6 +128,7 @@ impl Hub {
         {
             delivery.task.abort();
             self.emptied.lock().push(room.clone());
+            self.metrics.rooms_delivered.set(gauge_value(rooms.len()));
         }
     }
 
@@ -147,6 +148,7 @@ impl Hub {
         });
         let task = tokio::spawn(deliver(state.clone(), self.chat.clone(), self.metrics.clone())).abort_handle();
         rooms.insert(room.clone(), RoomDelivery { state: state.clone(), task });
+        self.metrics.rooms_delivered.set(gauge_value(rooms.len()));
         state
     }
 
@@ -187,6 +189,11 @@ impl Hub {
         };
         tokio::time::timeout(within, all).await.unwrap_or(false)
     }
+}
+
+/// A count as a gauge's value.
+fn gauge_value(count: usize) -> i64 {
+    i64::try_from(count).unwrap_or(i64::MAX)
 }
 
 /// Resolves once a room's task knows where it reads from: a backlog read after that

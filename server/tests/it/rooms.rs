@@ -3,7 +3,7 @@
 //! resume, on one node and across nodes sharing a real Redis; legacy clients stay in
 //! the lobby and see nothing of other rooms.
 
-use crate::support::{Client, Node, RedisServer, Transport, spawn_app, spawn_app_with};
+use crate::support::{Client, Node, RedisServer, Transport, eventually, host_of, http_get, spawn_app, spawn_app_with};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -154,10 +154,20 @@ async fn a_connection_is_in_at_most_the_configured_number_of_rooms() {
     );
     let rooms = joined_rooms(&mut ann, 2).await;
     assert_eq!(rooms.keys().collect::<Vec<_>>(), ["a", "b"]);
+    // The node reads the rooms it has members in (and the lobby), and stops with the last.
+    let delivered = |n: u32| {
+        let host = host_of(&app.url()).to_owned();
+        async move {
+            let metrics = http_get(&host, "/metrics").await.1;
+            metrics.contains(&format!("chatroom_rooms_delivered {n}\n"))
+        }
+    };
+    assert!(delivered(3).await, "lobby, a and b");
     ann.emit("join", json!([{"room": "c"}])).await;
     assert_eq!(refusal(&mut ann).await["room"], "c");
     ann.emit("leave", json!([{"room": "a"}])).await;
     ann.wait_for("notice", |n| n["kind"] == "room_left" && n["room"] == "a", |_, _| {}).await;
+    assert!(eventually(Duration::from_secs(5), || delivered(2)).await.is_some(), "a is no longer read");
     ann.emit("join", json!([{"room": "c"}])).await;
     assert_eq!(joined_rooms(&mut ann, 1).await["c"].users, ["ann"]);
     ann.close().await;
