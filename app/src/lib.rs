@@ -1,11 +1,13 @@
 //! The chatroom's Leptos app: the wire contract shared with the server and the load
-//! tool ([`protocol`]), the page's state ([`store`]) and view ([`page`]), and the
-//! browser's Socket.IO client (`client`, browser only). Dependencies run one way:
+//! tool ([`protocol`]), the page's state ([`store`]) and view ([`page`]) with how a
+//! line's words are shown ([`text`]), and the browser's Socket.IO client (`client`,
+//! browser only). Dependencies run one way:
 //! page → store / client → protocol.
 
 pub mod page;
 pub mod protocol;
 pub mod store;
+pub mod text;
 
 #[cfg(feature = "hydrate")]
 pub mod client;

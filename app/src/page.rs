@@ -8,6 +8,7 @@
 use crate::protocol::RoomName;
 use crate::protocol::session::ConnState;
 use crate::store::{Chat, Line, LineKind, path_of_room};
+use crate::text::{Segment, author_class, segments};
 use leptos::ev::{MouseEvent, SubmitEvent};
 use leptos::html;
 use leptos::prelude::*;
@@ -223,20 +224,51 @@ fn render_room(chat: Chat, listed: ListedRoom, scrolled: impl Fn() -> Option<i32
     }
 }
 
-/// A log line: its time (room events), and its text, always as text.
+/// A log line: its time (room events), its author (chat lines, in the author's colour)
+/// and its text, always as text but for http(s) links. Each kind is styled apart: chat,
+/// room notices, this page's notices, history, and the user's own lines.
 fn render_line(line: Line) -> impl IntoView {
     let kind = match line.kind {
         LineKind::Chat => "chat",
         LineKind::Room => "room",
         LineKind::Own => "own",
     };
-    let history = if line.history { " history" } else { "" };
+    let class =
+        format!("line {kind}{}{}", if line.history { " history" } else { "" }, if line.mine { " mine" } else { "" });
     view! {
-        <div class=format!("line {kind}{history}")>
-            {line.time.map(|time| view! { <time class="time">{time}</time> })}
-            <span class="body">{line.body}</span>
+        <div class=class>
+            {line.time.map(|time| view! { <time class="time" datetime=time.iso>{time.shown}</time> })}
+            <span class="body">
+                {line.author.map(|author| {
+                    let colour = format!("author {}", author_class(&author));
+                    view! {
+                        <span class=colour>{author}</span>
+                        <span class="sep">": "</span>
+                    }
+                })}
+                <span class="text">{render_text(&line.text)}</span>
+            </span>
         </div>
     }
+}
+
+/// A line's text: http(s) addresses as links that open in a new tab, the rest as text.
+fn render_text(text: &str) -> impl IntoView + use<> {
+    segments(text)
+        .into_iter()
+        .map(|segment| match segment {
+            Segment::Text(text) => text.into_any(),
+            Segment::Link(href) => {
+                let shown = href.clone();
+                view! {
+                    <a href=href target="_blank" rel="noopener noreferrer nofollow">
+                        {shown}
+                    </a>
+                }
+                .into_any()
+            }
+        })
+        .collect_view()
 }
 
 /// The room the page opens on, from its address: the same on the server (the request)

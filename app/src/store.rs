@@ -61,12 +61,35 @@ pub struct Line {
     pub id: u64,
     /// What it is.
     pub kind: LineKind,
-    /// The text ("ann: hi", "ann joined the chatroom.").
-    pub body: String,
-    /// The server's time of a room event, as the reader's clock shows it.
-    pub time: Option<String>,
+    /// Who wrote it, for a chat line.
+    pub author: Option<String>,
+    /// What it says ("hi" of a chat line; "ann joined the chatroom." of a notice).
+    pub text: String,
+    /// When the server took a room event.
+    pub time: Option<LineTime>,
     /// From the history sent on joining, not seen live.
     pub history: bool,
+    /// A chat line of this page's user.
+    pub mine: bool,
+}
+
+impl Line {
+    /// The line as one text ("ann: hi").
+    pub fn body(&self) -> String {
+        match &self.author {
+            Some(author) => format!("{author}: {}", self.text),
+            None => self.text.clone(),
+        }
+    }
+}
+
+/// A room event's time: as the reader's clock shows it, and as ISO 8601 UTC.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LineTime {
+    /// `HH:MM` on the reader's clock.
+    pub shown: String,
+    /// For the `datetime` attribute.
+    pub iso: String,
 }
 
 /// A room the page is in, as the room list shows it.
@@ -309,10 +332,10 @@ impl Chat {
         }
     }
 
-    fn new_line(&self, kind: LineKind, body: String, time: Option<String>, history: bool) -> Line {
+    fn new_line(&self, kind: LineKind, text: String) -> Line {
         let id = self.next_line_id.get_value();
         self.next_line_id.set_value(id + 1);
-        Line { id, kind, body, time, history }
+        Line { id, kind, author: None, text, time: None, history: false, mine: false }
     }
 
     /// The room an event is about: the lobby when it names none.
@@ -327,11 +350,16 @@ impl Chat {
         }
         // Lines arrive in the room's order, so the newest is the one to resume after.
         self.rooms.update_value(|rooms| rooms.entry(room.clone()).or_default().last_pos = Some(line.pos));
-        let kind = match line.event {
-            RoomEvent::Chat { .. } => LineKind::Chat,
-            RoomEvent::Joined { .. } | RoomEvent::Renamed { .. } | RoomEvent::Left { .. } => LineKind::Room,
+        let time = Some(LineTime { shown: clock(line.ts), iso: crate::text::iso_time(line.ts) });
+        let mut shown = match line.event {
+            RoomEvent::Chat { author, text } => {
+                let mine = self.username.with_untracked(|me| me.as_ref().is_some_and(|me| me.as_str() == author));
+                Line { author: Some(author), mine, ..self.new_line(LineKind::Chat, text) }
+            }
+            other => self.new_line(LineKind::Room, other.text()),
         };
-        self.new_line(kind, line.event.text(), Some(clock(line.ts)), history)
+        (shown.time, shown.history) = (time, history);
+        shown
     }
 
     /// Keeps the list of who is in `room` in step with an event newer than the list.
@@ -402,7 +430,7 @@ impl Chat {
     /// A line for this page alone, in `room` (the room on screen when `None`).
     fn push_own(&self, room: Option<RoomName>, text: String) {
         let room = room.unwrap_or_else(|| self.current.get_untracked());
-        let line = self.new_line(LineKind::Own, text, None, false);
+        let line = self.new_line(LineKind::Own, text);
         self.push(&room, vec![line], false);
     }
 
@@ -462,7 +490,7 @@ impl Chat {
                 let history = kind != BacklogKind::Resume;
                 let mut new: Vec<Line> = Vec::with_capacity(lines.len() + 1);
                 if kind == BacklogKind::Reset {
-                    new.push(self.new_line(LineKind::Own, MISSED.to_owned(), None, false));
+                    new.push(self.new_line(LineKind::Own, MISSED.to_owned()));
                 }
                 new.extend(lines.into_iter().map(|line| self.room_line(&room, line, history)));
                 // After a gap the old lines cannot be continued: start over from the history.
@@ -574,7 +602,7 @@ mod tests {
     }
 
     fn bodies(chat: &Chat) -> Vec<String> {
-        chat.lines.get_untracked().into_iter().map(|line| line.body).collect()
+        chat.lines.get_untracked().iter().map(Line::body).collect()
     }
 
     #[test]

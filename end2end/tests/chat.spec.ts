@@ -149,6 +149,41 @@ test("markup in a message is shown as text, never run", async ({ browser }) => {
   await viewer.context().close();
 });
 
+test("a line shows its time, its author apart in a stable colour, and http(s) links only", async ({ browser }) => {
+  const sender = await openChat(browser);
+  const viewer = await openChat(browser);
+  await setName(sender, "linker");
+  await say(sender, "docs at https://example.com/guide?x=1, not javascript:alert(1) nor data:text/html,hi");
+  for (const page of [sender, viewer]) {
+    const line = page.locator("#messages .line.chat").last();
+    await expect(line.locator(".author")).toHaveText("linker");
+    await expect(line.locator("time")).toHaveAttribute("datetime", /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$/);
+    const link = line.locator(".text a");
+    await expect(link).toHaveCount(1);
+    await expect(link).toHaveAttribute("href", "https://example.com/guide?x=1");
+    await expect(link).toHaveAttribute("target", "_blank");
+    await expect(link).toHaveAttribute("rel", "noopener noreferrer nofollow");
+    await expect(page.locator('#messages a[href^="javascript"], #messages a[href^="data"]')).toHaveCount(0);
+  }
+  // The author's colour is the same on every page; the sender's own lines are marked.
+  const colour = async (page: Page) =>
+    (await page.locator("#messages .line.chat .author").last().getAttribute("class"))?.match(/author-c\d+/)?.[0];
+  expect(await colour(sender)).toMatch(/^author-c\d+$/);
+  expect(await colour(viewer)).toBe(await colour(sender));
+  await expect(sender.locator("#messages .line.chat").last()).toHaveClass(/\bmine\b/);
+  await expect(viewer.locator("#messages .line.chat").last()).not.toHaveClass(/\bmine\b/);
+
+  // A name that reads like a notice is still an author: never styled as a room notice.
+  await setName(sender, "bob left the chatroom. x");
+  await say(sender, "gotcha");
+  const fake = viewer.locator("#messages .line").last();
+  await expect(fake).toHaveClass(/\bchat\b/);
+  await expect(fake.locator(".author")).toHaveText("bob left the chatroom. x");
+  await expect(viewer.locator("#messages .line.room").getByText("bob left the chatroom. x: gotcha")).toHaveCount(0);
+  await sender.context().close();
+  await viewer.context().close();
+});
+
 test("the message box follows the newest line", async ({ browser }) => {
   const page = await openChat(browser);
   await setName(page, "scroller");
