@@ -31,18 +31,13 @@ done
 command -v redis-server >/dev/null || { say "installing Redis"; apt_install redis-server; }
 if [ -n "$build" ]; then
   setup_build
-  build_release
-  say "building the load tool (release)"
-  (cd "$ROOT" && cargo build --release -p chatroom-bench)
+  build_load_tool
 fi
 tool="$ROOT/target/release/chatroom-bench"
 ulimit -n "$(ulimit -Hn)"
 mkdir -p "$out"
 say "results in $out"
 
-free_port() {
-  python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
 # CPU seconds (user + system) a process used so far.
 cpu_secs() {
   awk -v hz="$(getconf CLK_TCK)" '{ printf "%.2f", ($14 + $15) / hz }' "/proc/$1/stat"

@@ -33,9 +33,7 @@ done
 command -v redis-server >/dev/null || { say "installing Redis"; apt_install redis-server; }
 if [ -n "$build" ]; then
   setup_build
-  build_release
-  say "building the load tool (release)"
-  (cd "$ROOT" && cargo build --release -p chatroom-bench)
+  build_load_tool
 fi
 bench_tool="$ROOT/target/release/chatroom-bench"
 venv="$ROOT/target/bench-venv"
@@ -57,9 +55,6 @@ ulimit -n "$(ulimit -Hn)"
 mkdir -p "$out"
 say "results in $out"
 
-free_port() {
-  python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
 
 pids=()
 stop_pids() {

@@ -78,3 +78,15 @@ build_release() {
   say "building the release site and server (cargo leptos build --release)"
   (cd "$ROOT" && cargo leptos build --release)
 }
+
+# The release site and server, then the load tool (target/release/chatroom-bench).
+build_load_tool() {
+  build_release
+  say "building the load tool (release)"
+  (cd "$ROOT" && cargo build --release -p chatroom-bench)
+}
+
+# A TCP port on loopback that was free a moment ago.
+free_port() {
+  python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}

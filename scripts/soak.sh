@@ -25,14 +25,12 @@ case "$minutes" in ''|*[!0-9]*|0) echo "--minutes must be a positive number" >&2
 
 setup_tests
 if [ -n "$build" ]; then
-  build_release
-  (cd "$ROOT" && cargo build --release -p chatroom-bench)
+  build_load_tool
 fi
 
 work="$ROOT/target/soak"
 rm -rf "$work"
 mkdir -p "$work/redis"
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 redis_port="$(free_port)"
 port="$(free_port)"
 pids=()
