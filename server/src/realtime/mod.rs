@@ -25,7 +25,7 @@ pub use polling::{Pacers, watch_polls};
 use crate::addresses::{AddressPolicy, ClientAddr};
 use crate::backend::{SessionId, UserId};
 use crate::chat::ChatService;
-use crate::limits::RateLimits;
+use crate::limits::{ConnectionLimits, RateLimits, Verdict};
 use crate::metrics::{ClientLabels, Metrics};
 use app::protocol::{
     After, ClientAuth, Hello, JOIN, JoinRoom, LEAVE, LeaveRoom, MESSAGE, Notice, Presented, ROOMS, Refusal, RoomName,
@@ -285,77 +285,56 @@ impl Realtime {
         events
     }
 
-    fn install_handlers(&self, socket: &SocketRef, inbox: Inbox, member: &Member) {
-        // The handlers get the socket as an argument: holding it here would keep it alive.
-        let (structured, speaks) = (member.outbox.is_structured(), member.speaks);
-        socket.on(SET_USERNAME, {
-            let (inbox, metrics, pacers) = (inbox.clone(), self.metrics.clone(), self.pacers.clone());
-            move |socket: SocketRef, TryData(data): TryData<Value>| {
-                metrics.event_in(SET_USERNAME);
-                let outbox = Outbox::new(socket, structured, metrics.clone(), &pacers);
-                inbox.admit(&outbox, None, inbox.limits().check_rename(), Inbound::SetUsername(data.ok()));
-                async {}
+    /// Installs `event`'s handler on `socket`: it counts the event, reads its argument
+    /// with `read` (an input that is not valid is refused to its sender at once), and
+    /// queues what it read within the limit `read` picked. The handler gets the socket as
+    /// an argument: holding it here would keep it alive.
+    fn on(
+        &self,
+        socket: &SocketRef,
+        inbox: &Inbox,
+        structured: bool,
+        event: &'static str,
+        read: impl Fn(Option<Value>, &ConnectionLimits) -> Result<Admitted, Refusal> + Clone + Send + Sync + 'static,
+    ) {
+        let (inbox, metrics, pacers) = (inbox.clone(), self.metrics.clone(), self.pacers.clone());
+        socket.on(event, move |socket: SocketRef, TryData(data): TryData<Value>| {
+            metrics.event_in(event);
+            let outbox = Outbox::new(socket, structured, metrics.clone(), &pacers);
+            match read(data.ok(), inbox.limits()) {
+                Ok(Admitted { room, verdict, event }) => inbox.admit(&outbox, room.as_ref(), verdict, event),
+                Err(refusal) => outbox.refuse(&refusal),
             }
+            async {}
         });
-        socket.on(MESSAGE, {
-            let (inbox, metrics, pacers) = (inbox.clone(), self.metrics.clone(), self.pacers.clone());
-            move |socket: SocketRef, TryData(data): TryData<Value>| {
-                metrics.event_in(MESSAGE);
-                let outbox = Outbox::new(socket, structured, metrics.clone(), &pacers);
-                match message_for(speaks, data.ok()) {
-                    Ok((room, raw)) => {
-                        let label = (speaks == Speaks::V2).then_some(&room);
-                        let verdict = inbox.limits().check_message();
-                        inbox.admit(&outbox, label, verdict, Inbound::Message { room: room.clone(), raw });
-                    }
-                    Err(refusal) => outbox.refuse(&refusal),
-                }
-                async {}
-            }
+    }
+
+    fn install_handlers(&self, socket: &SocketRef, inbox: Inbox, member: &Member) {
+        let (speaks, structured) = (member.speaks, member.outbox.is_structured());
+        self.on(socket, &inbox, structured, SET_USERNAME, |data, limits| {
+            Ok(Admitted { room: None, verdict: limits.check_rename(), event: Inbound::SetUsername(data) })
+        });
+        self.on(socket, &inbox, structured, MESSAGE, move |data, limits| {
+            let (room, raw) = message_for(speaks, data)?;
+            let label = (speaks == Speaks::V2).then(|| room.clone());
+            Ok(Admitted { room: label, verdict: limits.check_message(), event: Inbound::Message { room, raw } })
         });
         if speaks == Speaks::V2 {
-            socket.on(JOIN, {
-                let (inbox, metrics, pacers) = (inbox.clone(), self.metrics.clone(), self.pacers.clone());
-                move |socket: SocketRef, TryData(data): TryData<JoinRoom>| {
-                    metrics.event_in(JOIN);
-                    let outbox = Outbox::new(socket, structured, metrics.clone(), &pacers);
-                    match data
-                        .map_err(|_| Refusal::RoomNotText)
-                        .and_then(|join| Ok((RoomName::parse(&join.room)?, join.after)))
-                    {
-                        Ok((room, after)) => {
-                            let verdict = inbox.limits().check_room_change();
-                            inbox.admit(&outbox, Some(&room), verdict, Inbound::Join { room: room.clone(), after });
-                        }
-                        Err(refusal) => outbox.refuse(&refusal),
-                    }
-                    async {}
-                }
+            self.on(socket, &inbox, structured, JOIN, |data, limits| {
+                let join: JoinRoom = argument(data)?;
+                let room = RoomName::parse(&join.room)?;
+                let event = Inbound::Join { room: room.clone(), after: join.after };
+                Ok(Admitted { room: Some(room), verdict: limits.check_room_change(), event })
             });
-            socket.on(ROOMS, {
-                let (inbox, metrics, pacers) = (inbox.clone(), self.metrics.clone(), self.pacers.clone());
-                move |socket: SocketRef| {
-                    metrics.event_in(ROOMS);
-                    let outbox = Outbox::new(socket, structured, metrics.clone(), &pacers);
-                    // A read of the whole list: it draws from the same bucket as lines.
-                    inbox.admit(&outbox, None, inbox.limits().check_message(), Inbound::ListRooms);
-                    async {}
-                }
+            self.on(socket, &inbox, structured, LEAVE, |data, limits| {
+                let leave: LeaveRoom = argument(data)?;
+                let room = RoomName::parse(&leave.room)?;
+                let event = Inbound::Leave(room.clone());
+                Ok(Admitted { room: Some(room), verdict: limits.check_room_change(), event })
             });
-            socket.on(LEAVE, {
-                let (inbox, metrics, pacers) = (inbox.clone(), self.metrics.clone(), self.pacers.clone());
-                move |socket: SocketRef, TryData(data): TryData<LeaveRoom>| {
-                    metrics.event_in(LEAVE);
-                    let outbox = Outbox::new(socket, structured, metrics.clone(), &pacers);
-                    match data.map_err(|_| Refusal::RoomNotText).and_then(|leave| RoomName::parse(&leave.room)) {
-                        Ok(room) => {
-                            let verdict = inbox.limits().check_room_change();
-                            inbox.admit(&outbox, Some(&room), verdict, Inbound::Leave(room.clone()));
-                        }
-                        Err(refusal) => outbox.refuse(&refusal),
-                    }
-                    async {}
-                }
+            // A read of the whole list: it draws from the same bucket as lines.
+            self.on(socket, &inbox, structured, ROOMS, |_, limits| {
+                Ok(Admitted { room: None, verdict: limits.check_message(), event: Inbound::ListRooms })
             });
         }
         let (hub, gone, pacers) = (self.hub.clone(), member.gone.clone(), self.pacers.clone());
@@ -367,6 +346,21 @@ impl Realtime {
             async {}
         });
     }
+}
+
+/// What a handler queues for its connection's task, and within which limit.
+struct Admitted {
+    /// The room it is about, named in a refusal (version 2).
+    room: Option<RoomName>,
+    /// What the rate limits say.
+    verdict: Verdict,
+    /// The event for the task.
+    event: Inbound,
+}
+
+/// Reads an event's argument (`join`, `leave`); anything else is not a room.
+fn argument<T: serde::de::DeserializeOwned>(data: Option<Value>) -> Result<T, Refusal> {
+    data.and_then(|data| serde_json::from_value(data).ok()).ok_or(Refusal::RoomNotText)
 }
 
 /// The room and the text of a `message`: the lobby for a bare string (and for every
