@@ -19,6 +19,7 @@ use crate::backend::{BackendError, Claim, Entered, Presence, RoomInfo, RoomPolic
 use crate::names::NameKeys;
 use app::protocol::{PresenceList, RoomName, Username};
 use async_trait::async_trait;
+use futures::future::try_join_all;
 use parking_lot::{Mutex, MutexGuard};
 use redis::aio::ConnectionManager;
 use redis::{Client, FromRedisValue, Script};
@@ -46,6 +47,9 @@ pub struct RedisPresence {
     policy: RoomPolicy,
     live: Mutex<HashMap<SessionId, LiveConnection>>,
 }
+
+/// Rooms asked at once when this node reports its rooms.
+const REPORTS_AT_ONCE: usize = 64;
 
 /// A room's count of users online is taken for current while a node reported it this
 /// recently (nodes report every few seconds); after that, nobody is counted in it.
@@ -321,12 +325,15 @@ impl Presence for RedisPresence {
 
     async fn report(&self, rooms: &[RoomName]) -> Result<(), BackendError> {
         let idle_ms = self.policy.idle.as_millis().to_string();
-        let mut counts = Vec::with_capacity(rooms.len());
-        for room in rooms {
-            counts.push((room, self.run_room::<usize>(room, "touch", &[&idle_ms]).await?.to_string()));
-        }
-        for chunk in counts.chunks(100) {
-            let args: Vec<&str> = chunk.iter().flat_map(|(room, count)| [room.as_str(), count.as_str()]).collect();
+        let touch_args = [idle_ms.as_str()];
+        // This runs in the task that beats for the node: the rooms of a chunk are asked
+        // together (the connection pipelines them), not one round trip after another, so
+        // that many rooms on a slow link cannot hold the beat back long enough to look dead.
+        for chunk in rooms.chunks(REPORTS_AT_ONCE) {
+            let touches = chunk.iter().map(|room| self.run_room::<usize>(room, "touch", &touch_args));
+            let counts: Vec<String> = try_join_all(touches).await?.iter().map(usize::to_string).collect();
+            let args: Vec<&str> =
+                chunk.iter().zip(&counts).flat_map(|(room, count)| [room.as_str(), count.as_str()]).collect();
             self.run_global::<i64>("report", &args).await?;
         }
         Ok(())
