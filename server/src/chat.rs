@@ -4,8 +4,8 @@
 
 use crate::backend::memory::{MemoryBuses, MemoryPresence, MemorySessions};
 use crate::backend::{
-    BackendError, Buses, Claim, Delivered, Entered, EventBus, Presence, RoomInfo, RoomPolicy, SessionId, SessionStore,
-    Swept, UserId,
+    BackendError, Buses, Claim, ClusterStatus, Delivered, Entered, EventBus, NodeStatus, Presence, RoomInfo,
+    RoomPolicy, SessionId, SessionStore, Swept, UserId,
 };
 use crate::backlog::{self, Backlog, HistoryLimits};
 use app::protocol::{
@@ -219,6 +219,16 @@ impl ChatService {
         }
         self.sessions.set_username(sid, &name).await.map_err(unavailable)?;
         Ok(name)
+    }
+
+    /// Publishes this node's status for every node's status page.
+    pub async fn publish_status(&self, status: &NodeStatus) -> Result<(), BackendError> {
+        self.presence.publish_status(status).await
+    }
+
+    /// The nodes alive and the users online, across the cluster.
+    pub async fn cluster(&self) -> Result<ClusterStatus, BackendError> {
+        self.presence.cluster().await
     }
 
     /// The names in `room`, and the position of its newest event the list reflects.

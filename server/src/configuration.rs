@@ -62,8 +62,8 @@ pub struct ListenSettings {
     #[arg(long, env = "CHATROOM_TLS_KEY")]
     pub tls_key: Option<PathBuf>,
 
-    /// Serve `/metrics` on this address only (for example 127.0.0.1:9100); without it,
-    /// on the main address.
+    /// Serve `/metrics` and the status page (`/status`, `/status.json`) on this address
+    /// only (for example 127.0.0.1:9100); without it, on the main address.
     #[arg(long, env = "CHATROOM_METRICS_ADDR")]
     pub metrics_addr: Option<SocketAddr>,
 

@@ -1,5 +1,6 @@
 //! The chatroom node: configuration, the chat service and its state backends, the
-//! Socket.IO handlers, and the axum application that serves page and socket together.
+//! Socket.IO handlers, the axum application that serves page and socket together, and
+//! the status page for operators.
 
 pub mod addresses;
 pub mod backend;
@@ -16,5 +17,6 @@ pub mod request_head;
 pub mod security;
 pub mod serve;
 pub mod startup;
+pub mod status;
 pub mod telemetry;
 pub mod tls;

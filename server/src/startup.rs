@@ -12,6 +12,7 @@ use crate::metrics::{self, Metrics};
 use crate::realtime::{self, Pacers, Realtime};
 use crate::request_head;
 use crate::security::{self, AllowedOrigins};
+use crate::status::{self, StatusBoard};
 use crate::tls::{self, NodeListener, TlsError};
 use app::shell;
 use axum::Router;
@@ -170,14 +171,25 @@ impl Application {
             .layer(axum::middleware::from_fn_with_state(health.clone(), health::gate_connections))
             .layer(axum::middleware::from_fn_with_state(addresses, addresses::tag_client))
             .merge(health::routes(health.clone()));
-        // Metrics on their own address when one is given (kept off the public port).
+        let board = StatusBoard::new(
+            &node_name,
+            addr.to_string(),
+            chat.clone(),
+            health.clone(),
+            metrics.clone(),
+            realtime.clone(),
+        );
+        background.push(tokio::spawn(board.clone().publish()));
+        // Metrics and the status page on their own address when one is given (kept off
+        // the public port).
+        let operators = metrics::routes(metrics).merge(status::routes(board));
         let router = match settings.listen.metrics_addr {
-            None => router.merge(metrics::routes(metrics)),
+            None => router.merge(operators),
             Some(addr) => {
                 let bind_error = |source| StartupError::Bind { addr, source };
                 let listener = TcpListener::bind(addr).await.map_err(bind_error)?;
-                tracing::info!(addr = %listener.local_addr().map_err(bind_error)?, "metrics on their own address");
-                let metrics_router = metrics::routes(metrics);
+                tracing::info!(addr = %listener.local_addr().map_err(bind_error)?, "metrics and status on their own address");
+                let metrics_router = operators;
                 background.push(tokio::spawn(async move {
                     if let Err(err) = axum::serve(listener, metrics_router).await {
                         tracing::error!(%err, "the metrics listener failed");

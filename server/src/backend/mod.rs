@@ -174,6 +174,12 @@ pub trait Presence: Send + Sync {
     /// connections back when presence lost them (Redis lost data, or this node was taken
     /// for dead), and says which of them lost their name to someone else meanwhile.
     async fn sweep(&self) -> Result<Swept, BackendError>;
+
+    /// Publishes this node's status for the status page of every node.
+    async fn publish_status(&self, status: &NodeStatus) -> Result<(), BackendError>;
+
+    /// The nodes alive with their last published status, and the users online.
+    async fn cluster(&self) -> Result<ClusterStatus, BackendError>;
 }
 
 /// Whether a connection got into a room.
@@ -275,6 +281,9 @@ pub trait EventBus: Send + Sync {
     /// Up to `max` events before `before` (or the newest, without it), newest first.
     async fn newest(&self, before: Option<Position>, max: usize) -> Result<Vec<Delivered>, BackendError>;
 
+    /// How many events it keeps, and the oldest of them (for operators).
+    async fn stats(&self) -> Result<BusStats, BackendError>;
+
     /// Up to `max` events after `after`, oldest first, without waiting; `Trimmed` when
     /// some events after `after` are no longer kept.
     async fn range_after(&self, after: Position, max: usize) -> Result<Vec<Delivered>, BackendError>;
@@ -283,6 +292,46 @@ pub trait EventBus: Send + Sync {
     /// `EpochChanged` when the bus started a new epoch since the last read: read the new
     /// one from its start (after the default position).
     async fn read_after(&self, after: Position, max: usize) -> Result<Vec<Delivered>, BackendError>;
+}
+
+/// What a room's bus keeps, as the status page shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+pub struct BusStats {
+    /// How many events it keeps.
+    pub length: u64,
+    /// The position of the oldest of them.
+    pub oldest: Option<Position>,
+}
+
+/// What a node tells operators about itself, published every few seconds.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct NodeStatus {
+    /// Its name.
+    pub node: String,
+    /// Where it listens, as it knows it.
+    pub address: String,
+    /// When it published this (ms since the Unix epoch).
+    pub at_ms: u64,
+    /// Its last beat in the cluster (ms since the Unix epoch), filled in when read.
+    #[serde(default)]
+    pub last_beat_ms: u64,
+    /// Its connections over WebSocket.
+    pub websocket: u64,
+    /// Its connections over HTTP long-polling.
+    pub polling: u64,
+    /// Whether it is draining (shutting down, taking no new connections).
+    pub draining: bool,
+    /// How far its delivery of the lobby is behind the lobby's newest event (ms).
+    pub delivery_lag_ms: u64,
+}
+
+/// The nodes alive and the users online, across the cluster.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ClusterStatus {
+    /// The nodes alive (beating within the node timeout), by name.
+    pub nodes: Vec<NodeStatus>,
+    /// Users online with a name.
+    pub users_online: u64,
 }
 
 /// Session records (the legacy contract's `session:{sid}` with its `username`).

@@ -173,6 +173,19 @@ impl Hub {
         }
     }
 
+    /// How far this node's delivery of `room` is behind the room's newest event: `None`
+    /// when the room is not delivered here, or its bus does not answer.
+    pub(super) async fn lag(&self, room: &RoomName) -> Option<Duration> {
+        let state = self.rooms.read().get(room).map(|delivery| delivery.state.clone())?;
+        let tail = self.chat.bus(room).tail().await.ok()?;
+        let delivered = (*state.delivered.borrow())?;
+        Some(if delivered >= tail {
+            Duration::ZERO
+        } else {
+            Duration::from_millis(tail.ms.saturating_sub(delivered.ms))
+        })
+    }
+
     /// Waits until every event of every room delivered here, up to its tail when asked,
     /// has been delivered, or `within` passed.
     pub(super) async fn wait_delivered(&self, within: Duration) -> bool {

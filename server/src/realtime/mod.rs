@@ -159,6 +159,12 @@ impl Realtime {
         }
     }
 
+    /// How far this node's delivery of the lobby is behind its newest event (`None`
+    /// when the bus does not answer).
+    pub async fn delivery_lag(&self) -> Option<Duration> {
+        self.hub.lag(&RoomName::lobby()).await
+    }
+
     /// Waits until every room event published so far has been delivered to this node's
     /// members, or `within` passed; returns whether it was.
     pub async fn wait_delivered(&self, within: Duration) -> bool {

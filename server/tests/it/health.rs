@@ -87,4 +87,37 @@ async fn metrics_can_have_an_address_of_their_own() {
     assert_eq!(status, 200);
     assert!(text.contains("chatroom_bus_reconnects_total 0"), "{text}");
     assert_eq!(http_get(host_of(&app.url()), "/metrics").await.0, 404, "not on the public address");
+    // The status page goes with the metrics.
+    let (status, page) = http_get(&format!("127.0.0.1:{metrics_port}"), "/status").await;
+    assert_eq!(status, 200);
+    assert!(page.contains("Chatroom status") && page.contains("Nodes alive"), "{page}");
+    assert_eq!(http_get(host_of(&app.url()), "/status").await.0, 404, "not on the public address");
+}
+
+#[tokio::test]
+async fn the_status_shows_this_node_its_connections_and_the_lobbys_stream() {
+    let app = spawn_app().await;
+    let mut ann = Client::named(&app.url(), "ann").await;
+    ann.send("hello").await;
+    let host = host_of(&app.url()).to_owned();
+    // The room list counts users as of the last report (every few seconds).
+    let mut report = serde_json::Value::Null;
+    for _ in 0..100 {
+        let (status, body) = http_get(&host, "/status.json").await;
+        report = serde_json::from_str(&body).unwrap_or_default();
+        if status == 200 && report["users_online"] == 1 && report["rooms"][0]["length"].as_u64() >= Some(2) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(report["users_online"], 1, "the user and the lobby's lines: {report}");
+    let node = &report["nodes"][0];
+    assert!(node["node"].as_str().is_some_and(|name| name.ends_with(&format!(":{}", app.addr.port()))), "{node}");
+    assert_eq!((node["websocket"].as_u64(), node["draining"].as_bool()), (Some(1), Some(false)));
+    assert_eq!(node["address"], app.addr.to_string());
+    assert_eq!(report["rooms"][0]["room"], "lobby");
+    assert!(report["rooms"][0]["oldest"].is_string(), "{report}");
+    let (status, page) = http_get(&host, "/status").await;
+    assert_eq!(status, 200);
+    assert!(page.contains("#lobby") && page.contains("Users online"), "{page}");
 }

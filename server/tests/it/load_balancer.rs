@@ -189,7 +189,9 @@ async fn a_draining_node_keeps_its_pinned_polling_clients_until_it_lets_them_go(
     let cluster =
         Cluster::start_with(&[("CHATROOM_DRAIN_DELAY_SECS", "4"), ("CHATROOM_SHUTDOWN_TIMEOUT_SECS", "15")]).await;
     let host = cluster.url.trim_start_matches("http://").to_owned();
-    assert_eq!(http_get(&host, "/metrics").await.0, 404, "metrics are not public behind nginx");
+    for path in ["/metrics", "/status", "/status.json"] {
+        assert_eq!(http_get(&host, path).await.0, 404, "{path} is not public behind nginx");
+    }
     // Polling clients are pinned by address: this one and every later one go to `pinned`.
     let mut polling =
         Client::connect_with_auth(&cluster.url, Transport::Polling, json!({"v": 1, "key": "pinned-key-0123456789"}))

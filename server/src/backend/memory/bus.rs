@@ -3,7 +3,7 @@
 //! stream. A room's epoch begins when this process first uses it: positions of an
 //! earlier run are older.
 
-use crate::backend::{BackendError, Buses, Delivered, EventBus, Span, UserId};
+use crate::backend::{BackendError, BusStats, Buses, Delivered, EventBus, Span, UserId};
 use app::protocol::{Position, RoomEvent, RoomName};
 use async_trait::async_trait;
 use parking_lot::{Mutex, MutexGuard};
@@ -141,6 +141,11 @@ impl EventBus for MemoryBus {
         let ring = self.ring();
         let end = before.map_or(ring.events.len(), |before| ring.events.partition_point(|d| d.position < before));
         Ok(ring.events.range(..end).rev().take(max).cloned().collect())
+    }
+
+    async fn stats(&self) -> Result<BusStats, BackendError> {
+        let ring = self.ring();
+        Ok(BusStats { length: ring.events.len() as u64, oldest: ring.events.front().map(|d| d.position) })
     }
 
     async fn range_after(&self, after: Position, max: usize) -> Result<Vec<Delivered>, BackendError> {

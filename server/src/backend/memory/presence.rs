@@ -2,7 +2,9 @@
 //! room's bus under the roster's lock, so that a room's list and its bus always agree.
 
 use super::MemoryBuses;
-use crate::backend::{BackendError, Claim, Entered, Presence, RoomInfo, RoomPolicy, SessionId, Swept, UserId};
+use crate::backend::{
+    BackendError, Claim, ClusterStatus, Entered, NodeStatus, Presence, RoomInfo, RoomPolicy, SessionId, Swept, UserId,
+};
 use crate::names::{FoldedName, NameKeys};
 use app::protocol::{PresenceList, RoomEvent, RoomName, Username};
 use async_trait::async_trait;
@@ -47,12 +49,14 @@ pub struct MemoryPresence {
     buses: Arc<MemoryBuses>,
     roster: Mutex<Roster>,
     policy: RoomPolicy,
+    /// The node's last published status: the only node there is.
+    status: Mutex<Option<NodeStatus>>,
 }
 
 impl MemoryPresence {
     /// Presence that announces its changes on the rooms' `buses`.
     pub fn new(buses: Arc<MemoryBuses>) -> Self {
-        Self { buses, roster: Mutex::new(Roster::default()), policy: RoomPolicy::default() }
+        Self { buses, roster: Mutex::new(Roster::default()), policy: RoomPolicy::default(), status: Mutex::new(None) }
     }
 
     /// The same presence holding rooms by `policy`.
@@ -277,6 +281,23 @@ impl Presence for MemoryPresence {
         }
         // One process cannot lose a name to another behind its back.
         Ok(Swept { left, lost: Vec::new() })
+    }
+
+    async fn publish_status(&self, status: &NodeStatus) -> Result<(), BackendError> {
+        *self.status.lock() = Some(status.clone());
+        Ok(())
+    }
+
+    async fn cluster(&self) -> Result<ClusterStatus, BackendError> {
+        // The only node beats as long as it runs: its last beat is its last status.
+        let nodes = self
+            .status
+            .lock()
+            .iter()
+            .map(|status| NodeStatus { last_beat_ms: status.at_ms, ..status.clone() })
+            .collect();
+        let users_online = self.roster().users.values().filter(|user| user.name.is_some()).count() as u64;
+        Ok(ClusterStatus { nodes, users_online })
     }
 }
 

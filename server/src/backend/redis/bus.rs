@@ -10,7 +10,7 @@
 
 use super::connect;
 use super::keys::{RoomKeys, WAKE_CHANNEL};
-use crate::backend::{BackendError, Buses, Delivered, EventBus, Span, UserId};
+use crate::backend::{BackendError, BusStats, Buses, Delivered, EventBus, Span, UserId};
 use app::protocol::{Position, RoomEvent, RoomName};
 use async_trait::async_trait;
 use futures::StreamExt;
@@ -311,6 +311,22 @@ impl EventBus for RedisBus {
             .query_async(&mut self.shared.history.clone())
             .await?;
         Ok(newest.ids.iter().filter_map(|e| decode_entry(&e.id, &e.map)).collect())
+    }
+
+    async fn stats(&self) -> Result<BusStats, BackendError> {
+        let (length, oldest): (u64, StreamRangeReply) = redis::pipe()
+            .cmd("XLEN")
+            .arg(&self.keys.stream)
+            .cmd("XRANGE")
+            .arg(&self.keys.stream)
+            .arg("-")
+            .arg("+")
+            .arg("COUNT")
+            .arg(1)
+            .query_async(&mut self.shared.history.clone())
+            .await?;
+        let oldest = oldest.ids.first().map(|entry| entry.id.parse()).transpose()?;
+        Ok(BusStats { length, oldest })
     }
 
     async fn range_after(&self, after: Position, max: usize) -> Result<Vec<Delivered>, BackendError> {

@@ -33,6 +33,11 @@ pub fn global_keys() -> [String; 14] {
     .map(|name| format!("{GLOBAL}{name}"))
 }
 
+/// Hash: node → its last published status (JSON), for the status page. Not a script key.
+pub fn status_key() -> String {
+    format!("{GLOBAL}status")
+}
+
 /// The keys of one room, in the order its scripts take them as `KEYS`.
 #[derive(Debug, Clone)]
 pub struct RoomKeys {

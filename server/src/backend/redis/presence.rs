@@ -14,8 +14,10 @@
 
 use super::bus::STREAM_LUA;
 use super::connect;
-use super::keys::{RoomKeys, global_keys};
-use crate::backend::{BackendError, Claim, Entered, Presence, RoomInfo, RoomPolicy, SessionId, Swept, UserId};
+use super::keys::{RoomKeys, global_keys, status_key};
+use crate::backend::{
+    BackendError, Claim, ClusterStatus, Entered, NodeStatus, Presence, RoomInfo, RoomPolicy, SessionId, Swept, UserId,
+};
 use crate::names::NameKeys;
 use app::protocol::{PresenceList, RoomName, Username};
 use async_trait::async_trait;
@@ -40,6 +42,8 @@ pub struct RedisPresence {
     global: Script,
     room: Script,
     global_keys: [String; 14],
+    /// Hash: node → its last published [`NodeStatus`] (JSON), for the status page.
+    status_key: String,
     node: String,
     stream_max_len: usize,
     grace: Duration,
@@ -77,6 +81,7 @@ impl RedisPresence {
             global: Script::new(include_str!("global.lua")),
             room: Script::new(&format!("{STREAM_LUA}{}", include_str!("room.lua"))),
             global_keys: global_keys(),
+            status_key: status_key(),
             node: node.to_owned(),
             stream_max_len,
             grace: timings.grace,
@@ -382,5 +387,49 @@ impl Presence for RedisPresence {
         tracing::info!(node = %self.node, held, live, "presence in Redis differs from this node's connections; writing them back");
         let synced = self.sync().await?;
         Ok(Swept { left: left + synced.left, lost: synced.lost })
+    }
+
+    async fn publish_status(&self, status: &NodeStatus) -> Result<(), BackendError> {
+        let json = serde_json::to_string(status)?;
+        let mut conn = self.conn.clone();
+        let () = redis::cmd("HSET").arg(&self.status_key).arg(&self.node).arg(json).query_async(&mut conn).await?;
+        Ok(())
+    }
+
+    async fn cluster(&self) -> Result<ClusterStatus, BackendError> {
+        let [users, nodes] = [&self.global_keys[0], &self.global_keys[8]];
+        let mut conn = self.conn.clone();
+        let (beats, statuses, users_online): (Vec<(String, u64)>, HashMap<String, String>, u64) = redis::pipe()
+            .cmd("ZRANGE")
+            .arg(nodes)
+            .arg(0)
+            .arg(-1)
+            .arg("WITHSCORES")
+            .cmd("HGETALL")
+            .arg(&self.status_key)
+            .cmd("HLEN")
+            .arg(users)
+            .query_async(&mut conn)
+            .await?;
+        let alive_since =
+            crate::clock::now_ms().saturating_sub(u64::try_from(self.node_timeout.as_millis()).unwrap_or(u64::MAX));
+        let beat_of: HashMap<&str, u64> = beats.iter().map(|(node, beat)| (node.as_str(), *beat)).collect();
+        let mut alive = Vec::new();
+        let mut gone = Vec::new();
+        for (node, json) in &statuses {
+            match (beat_of.get(node.as_str()), serde_json::from_str::<NodeStatus>(json)) {
+                (Some(&beat), Ok(status)) if beat >= alive_since => {
+                    alive.push(NodeStatus { last_beat_ms: beat, ..status });
+                }
+                (None, _) => gone.push(node.clone()),
+                _ => {}
+            }
+        }
+        if !gone.is_empty() {
+            // Nodes taken for dead leave their last status behind: it goes with them.
+            let () = redis::cmd("HDEL").arg(&self.status_key).arg(&gone).query_async(&mut conn).await?;
+        }
+        alive.sort_by(|a, b| a.node.cmp(&b.node));
+        Ok(ClusterStatus { nodes: alive, users_online })
     }
 }
