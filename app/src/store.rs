@@ -453,6 +453,8 @@ impl Chat {
     pub fn on_event(&self, event: ServerEvent) {
         match event {
             ServerEvent::Hello(hello) => self.node.set(Some(hello.node)),
+            // The page does not ask for older lines yet.
+            ServerEvent::Older(_) => {}
             // The server greets fresh joins only, not resumed connections.
             ServerEvent::Notice(Notice::Welcome { room, text }) => self.push_own(Some(Self::room_of(room)), text),
             ServerEvent::Notice(Notice::NameSet { name, text }) => {
@@ -678,7 +680,7 @@ mod tests {
         assert!(auth.key.is_some());
         chat.open_room(&RoomName::lobby(), None);
         let before = bodies(&chat);
-        chat.on_event(ServerEvent::Hello(Hello { node: "n2".into() }));
+        chat.on_event(ServerEvent::Hello(Hello { node: "n2".into(), limits: None }));
         chat.on_event(ServerEvent::Notice(Notice::name_set(&name("ann"))));
         chat.on_event(backlog("lobby", BacklogKind::Resume, vec![]));
         assert_eq!(bodies(&chat), before, "no confirmation line for a name presented again");

@@ -113,6 +113,36 @@ async fn history(bus: &dyn EventBus, limits: HistoryLimits) -> Result<Vec<Delive
     Ok(newest_first)
 }
 
+/// Up to `limit` events before `before`, oldest first, within [`MAX_BACKLOG_BYTES`], and
+/// whether they reach the oldest event the bus keeps (nothing older is left).
+pub async fn older(bus: &dyn EventBus, before: Position, limit: usize) -> Result<(Vec<Delivered>, bool), BackendError> {
+    if before == Position::default() {
+        // Nothing comes before the first position (and Redis refuses the range).
+        return Ok((Vec::new(), true));
+    }
+    let mut newest_first: Vec<Delivered> = Vec::new();
+    let mut bytes = 0;
+    // One more than asked tells whether anything older is left.
+    while newest_first.len() <= limit {
+        let asked = PAGE.min(limit + 1 - newest_first.len());
+        let page = bus.newest(Some(newest_first.last().map_or(before, |d| d.position)), asked).await?;
+        let short = page.len() < asked;
+        for delivered in page {
+            bytes += line_bytes(&delivered);
+            if newest_first.len() == limit || bytes > MAX_BACKLOG_BYTES {
+                newest_first.reverse();
+                return Ok((newest_first, false));
+            }
+            newest_first.push(delivered);
+        }
+        if short {
+            break;
+        }
+    }
+    newest_first.reverse();
+    Ok((newest_first, true))
+}
+
 /// The size of an event as a line of a backlog, in JSON (with its separating comma).
 pub fn line_bytes(delivered: &Delivered) -> usize {
     let mut counter = ByteCounter(1);
@@ -215,5 +245,30 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(10)).await;
         let none = read(&bus, None, HistoryLimits { len: 70, max_age: Duration::from_millis(5) }).await.unwrap();
         assert!(none.events.is_empty(), "older events are left out");
+    }
+
+    #[tokio::test]
+    async fn older_lines_page_back_to_the_beginning_within_the_packet_bound() {
+        let bus = MemoryBus::new(1_000);
+        let positions = publish(&bus, 150, "hi").await;
+        let (lines, complete) = older(&bus, positions[120], 100).await.unwrap();
+        assert_eq!(lines.iter().map(|d| d.position).collect::<Vec<_>>(), positions[20..120], "oldest first");
+        assert!(!complete, "twenty older ones are left");
+        let (lines, complete) = older(&bus, positions[20], 100).await.unwrap();
+        assert_eq!(lines.iter().map(|d| d.position).collect::<Vec<_>>(), positions[..20]);
+        assert!(complete, "the room's beginning");
+        let (lines, complete) = older(&bus, positions[0], 100).await.unwrap();
+        assert!(lines.is_empty() && complete);
+        // Exactly as many as asked, and nothing older: still complete.
+        let (lines, complete) = older(&bus, positions[5], 5).await.unwrap();
+        assert_eq!((lines.len(), complete), (5, true));
+
+        let heavy_bus = MemoryBus::new(1_000);
+        let heavy = publish(&heavy_bus, 60, &"\u{1}".repeat(1_900)).await;
+        let (lines, complete) = older(&heavy_bus, Position { ms: heavy[59].ms + 1, seq: 0 }, 100).await.unwrap();
+        let packet = app::protocol::Older { room: None, lines: lines.iter().map(Delivered::line).collect(), complete };
+        assert!(serde_json::to_string(&packet).unwrap().len() <= 256 * 1024);
+        assert!(!complete && lines.len() > 10, "as many as fit: {}", lines.len());
+        assert_eq!(lines.last().map(|d| d.position), Some(heavy[59]), "the newest before the position");
     }
 }

@@ -9,7 +9,7 @@ use crate::backend::{
 };
 use crate::backlog::{self, Backlog, HistoryLimits};
 use app::protocol::{
-    BacklogKind, MessageText, Position, PresenceList, Presented, Refusal, RoomEvent, RoomName, Username,
+    BacklogKind, Limits, MessageText, Older, Position, PresenceList, Presented, Refusal, RoomEvent, RoomName, Username,
 };
 use backon::{ConstantBuilder, Retryable};
 use serde_json::Value;
@@ -177,6 +177,19 @@ impl ChatService {
     pub async fn join(&self, room: &RoomName, after: Option<&Presented<Position>>) -> Join {
         let welcome = after.is_none();
         self.catch_up(room, self.backlog(room, after).await, welcome).await
+    }
+
+    /// Up to `limit` lines of `room` before `before` (see [`backlog::older`]), and whether
+    /// they reach its beginning; one of the backlog reads at once on this node.
+    pub async fn older(&self, room: &RoomName, before: Position, limit: usize) -> Result<Older, BackendError> {
+        let _turn = self.backlog_reads.acquire().await;
+        let (events, complete) = backlog::older(self.bus(room).as_ref(), before, limit).await?;
+        Ok(Older { room: None, lines: events.iter().map(Delivered::line).collect(), complete })
+    }
+
+    /// The limits of what a client may send here, as `hello` tells them.
+    pub fn limits(&self) -> Limits {
+        Limits { name_chars: app::protocol::MAX_NAME_CHARS, message_chars: self.max_message_chars }
     }
 
     /// What a chatroom client that is already in `room` is sent when it cannot be

@@ -116,6 +116,14 @@ pub struct LimitSettings {
     #[arg(long, env = "CHATROOM_RENAME_BURST", default_value_t = NonZeroU32::new(5).expect("not zero"))]
     pub rename_burst: NonZeroU32,
 
+    /// Requests for older lines a second one user may make (steadily); more are refused.
+    #[arg(long, env = "CHATROOM_HISTORY_RATE", default_value_t = NonZeroU32::new(2).expect("not zero"))]
+    pub history_rate: NonZeroU32,
+
+    /// Requests for older lines one user may make at once before the rate applies.
+    #[arg(long, env = "CHATROOM_HISTORY_BURST", default_value_t = NonZeroU32::new(10).expect("not zero"))]
+    pub history_burst: NonZeroU32,
+
     /// Refusals for sending too fast, in a row, after which a client is disconnected.
     #[arg(long, env = "CHATROOM_FLOOD_DISCONNECT_AFTER", default_value_t = 100,
           value_parser = clap::value_parser!(u32).range(1..))]
@@ -402,6 +410,8 @@ impl Settings {
             message_burst: self.limits.message_burst,
             renames_per_min: self.limits.renames_per_minute,
             rename_burst: self.limits.rename_burst,
+            history_per_sec: self.limits.history_rate,
+            history_burst: self.limits.history_burst,
             address_factor: self.limits.address_limit_factor,
             flood_after: self.limits.flood_disconnect_after,
         })

@@ -28,6 +28,10 @@ pub struct Rates {
     pub rename_burst: NonZeroU32,
     /// How many times a user's rates one source address may use.
     pub address_factor: NonZeroU32,
+    /// Requests for older lines a second, steadily.
+    pub history_per_sec: NonZeroU32,
+    /// Requests for older lines at once before the rate applies.
+    pub history_burst: NonZeroU32,
     /// Refusals in a row after which a connection is disconnected.
     pub flood_after: u32,
 }
@@ -65,6 +69,7 @@ impl Buckets {
 pub struct RateLimits {
     messages: Buckets,
     renames: Buckets,
+    history: Buckets,
     flood_after: u32,
 }
 
@@ -84,9 +89,11 @@ impl RateLimits {
     pub fn new(rates: Rates) -> Self {
         let messages = Quota::per_second(rates.messages_per_sec).allow_burst(rates.message_burst);
         let renames = Quota::per_minute(rates.renames_per_min).allow_burst(rates.rename_burst);
+        let history = Quota::per_second(rates.history_per_sec).allow_burst(rates.history_burst);
         Self {
             messages: Buckets::new(messages, rates.address_factor),
             renames: Buckets::new(renames, rates.address_factor),
+            history: Buckets::new(history, rates.address_factor),
             flood_after: rates.flood_after.max(1),
         }
     }
@@ -108,6 +115,7 @@ impl RateLimits {
     pub fn forget_quiet(&self) {
         self.messages.forget_full();
         self.renames.forget_full();
+        self.history.forget_full();
     }
 }
 
@@ -136,6 +144,12 @@ impl ConnectionLimits {
     /// so they draw from the same bucket as names.
     pub fn check_room_change(&self) -> Verdict {
         self.verdict(self.limits.renames.check(&self.user, self.addr), Refusal::RoomsTooFast)
+    }
+
+    /// May the client read older lines now? Each request reads up to a packet from the
+    /// bus, so they have a bucket of their own.
+    pub fn check_history(&self) -> Verdict {
+        self.verdict(self.limits.history.check(&self.user, self.addr), Refusal::HistoryTooFast)
     }
 
     /// Marks the client as cut off for flooding; true only the first time, so that one
@@ -171,6 +185,8 @@ mod tests {
             message_burst: n(burst),
             renames_per_min: n(1),
             rename_burst: n(2),
+            history_per_sec: n(1),
+            history_burst: n(2),
             address_factor: n(factor),
             flood_after,
         })

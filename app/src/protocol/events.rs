@@ -2,7 +2,9 @@
 //! [`ClientEvent`] and [`ServerEvent`] serialize to and from exactly that array, so the
 //! browser codec, the load tool and the tests put them on the wire as they are.
 
-use super::payloads::{Backlog, Hello, JoinRoom, LeaveRoom, Notice, PresenceList, RoomLine, RoomList, Say};
+use super::payloads::{
+    Backlog, Hello, HistoryRequest, JoinRoom, LeaveRoom, Notice, Older, PresenceList, RoomLine, RoomList, Say,
+};
 use serde::de::{self, SeqAccess, Visitor};
 use serde::ser::SerializeSeq;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -18,6 +20,10 @@ pub const JOIN: &str = "join";
 pub const LEAVE: &str = "leave";
 /// Event name of the room list: asked by a version 2 client, answered with a [`RoomList`].
 pub const ROOMS: &str = "rooms";
+/// Event name of a chatroom client's request for older lines ([`HistoryRequest`]).
+pub const HISTORY: &str = "history";
+/// Event name of the answer to a `history` request ([`Older`]).
+pub const OLDER: &str = "older";
 /// Event name of the greeting a chatroom client gets after the welcome ([`Hello`]).
 pub const HELLO: &str = "hello";
 /// Event name of one live room event for chatroom clients ([`RoomLine`]).
@@ -45,6 +51,8 @@ pub enum ClientEvent {
     Leave(LeaveRoom),
     /// `rooms`: ask for the room list (version 2).
     ListRooms,
+    /// `history`: ask for older lines of a room.
+    History(HistoryRequest),
 }
 
 impl ClientEvent {
@@ -56,6 +64,7 @@ impl ClientEvent {
             ClientEvent::Join(_) => JOIN,
             ClientEvent::Leave(_) => LEAVE,
             ClientEvent::ListRooms => ROOMS,
+            ClientEvent::History(_) => HISTORY,
         }
     }
 }
@@ -77,6 +86,8 @@ pub enum ServerEvent {
     Presence(PresenceList),
     /// `rooms`: the room list, for a version 2 client that asked.
     Rooms(RoomList),
+    /// `older`: the lines a `history` request asked for.
+    Older(Older),
 }
 
 impl ServerEvent {
@@ -90,6 +101,7 @@ impl ServerEvent {
             ServerEvent::Notice(_) => NOTICE,
             ServerEvent::Presence(_) => PRESENCE,
             ServerEvent::Rooms(_) => ROOMS,
+            ServerEvent::Older(_) => OLDER,
         }
     }
 }
@@ -140,6 +152,7 @@ impl Serialize for ClientEvent {
             ClientEvent::Join(join) => serialize_event(serializer, JOIN, join),
             ClientEvent::Leave(leave) => serialize_event(serializer, LEAVE, leave),
             ClientEvent::ListRooms => serialize_event(serializer, ROOMS, &serde_json::Map::new()),
+            ClientEvent::History(request) => serialize_event(serializer, HISTORY, request),
         }
     }
 }
@@ -154,7 +167,8 @@ impl<'de> Deserialize<'de> for ClientEvent {
             JOIN => serde_json::from_value(arg).map(ClientEvent::Join).map_err(de::Error::custom),
             LEAVE => serde_json::from_value(arg).map(ClientEvent::Leave).map_err(de::Error::custom),
             ROOMS => Ok(ClientEvent::ListRooms),
-            other => Err(de::Error::unknown_variant(other, &[SET_USERNAME, MESSAGE, JOIN, LEAVE, ROOMS])),
+            HISTORY => serde_json::from_value(arg).map(ClientEvent::History).map_err(de::Error::custom),
+            other => Err(de::Error::unknown_variant(other, &[SET_USERNAME, MESSAGE, JOIN, LEAVE, ROOMS, HISTORY])),
         }
     }
 }
@@ -169,6 +183,7 @@ impl Serialize for ServerEvent {
             ServerEvent::Notice(notice) => serialize_event(serializer, NOTICE, notice),
             ServerEvent::Presence(presence) => serialize_event(serializer, PRESENCE, presence),
             ServerEvent::Rooms(rooms) => serialize_event(serializer, ROOMS, rooms),
+            ServerEvent::Older(older) => serialize_event(serializer, OLDER, older),
         }
     }
 }
@@ -184,7 +199,10 @@ impl<'de> Deserialize<'de> for ServerEvent {
             NOTICE => serde_json::from_value(arg).map(ServerEvent::Notice).map_err(de::Error::custom),
             PRESENCE => serde_json::from_value(arg).map(ServerEvent::Presence).map_err(de::Error::custom),
             ROOMS => serde_json::from_value(arg).map(ServerEvent::Rooms).map_err(de::Error::custom),
-            other => Err(de::Error::unknown_variant(other, &[MESSAGE, HELLO, BACKLOG, LINE, NOTICE, PRESENCE, ROOMS])),
+            OLDER => serde_json::from_value(arg).map(ServerEvent::Older).map_err(de::Error::custom),
+            other => {
+                Err(de::Error::unknown_variant(other, &[MESSAGE, HELLO, BACKLOG, LINE, NOTICE, PRESENCE, ROOMS, OLDER]))
+            }
         }
     }
 }
@@ -212,6 +230,11 @@ mod tests {
             ClientEvent::Join(JoinRoom { room: "ops".into(), after: Some("5-0".into()) }),
             ClientEvent::Leave(LeaveRoom { room: "ops".into() }),
             ClientEvent::ListRooms,
+            ClientEvent::History(HistoryRequest {
+                room: Some("ops".into()),
+                before: "5-0".parse().unwrap(),
+                limit: 50,
+            }),
         ] {
             let json = serde_json::to_string(&ev).unwrap();
             assert_eq!(serde_json::from_str::<ClientEvent>(&json).unwrap(), ev);
@@ -228,10 +251,13 @@ mod tests {
 
     #[test]
     fn hello_carries_the_node_name() {
-        let ev = ServerEvent::Hello(Hello { node: "node-1".into() });
+        let ev = ServerEvent::Hello(Hello { node: "node-1".into(), limits: None });
         let json = serde_json::to_string(&ev).unwrap();
         assert_eq!(json, r#"["hello",{"node":"node-1"}]"#);
         assert_eq!(serde_json::from_str::<ServerEvent>(&json).unwrap(), ev);
+        let limits = Some(crate::protocol::Limits { name_chars: 32, message_chars: 2000 });
+        let json = serde_json::to_string(&ServerEvent::Hello(Hello { node: "n".into(), limits })).unwrap();
+        assert_eq!(json, r#"["hello",{"node":"n","limits":{"name_chars":32,"message_chars":2000}}]"#);
         assert_eq!(serde_json::to_string(&ClientAuth::new()).unwrap(), r#"{"v":2}"#);
     }
 
@@ -261,6 +287,16 @@ mod tests {
         let ann = crate::protocol::Username::parse("ann").unwrap();
         let json = serde_json::to_string(&ServerEvent::Notice(Notice::name_set(&ann))).unwrap();
         assert_eq!(json, r#"["notice",{"kind":"name_set","name":"ann","text":"Your username is set to ann"}]"#);
+        let request: ClientEvent = serde_json::from_str(r#"["history",{"before":"5-1","limit":20}]"#).unwrap();
+        assert_eq!(
+            request,
+            ClientEvent::History(HistoryRequest { room: None, before: Position { ms: 5, seq: 1 }, limit: 20 })
+        );
+        assert!(serde_json::from_str::<ClientEvent>(r#"["history",{"before":"x","limit":20}]"#).is_err());
+        let ev = ServerEvent::Older(Older { room: None, lines: vec![], complete: true });
+        let json = serde_json::to_string(&ev).unwrap();
+        assert_eq!(json, r#"["older",{"lines":[],"complete":true}]"#);
+        assert_eq!(serde_json::from_str::<ServerEvent>(&json).unwrap(), ev);
         let ev = ServerEvent::Presence(PresenceList {
             room: None,
             at: Position { ms: 5, seq: 1 },

@@ -20,12 +20,14 @@ pub mod rules;
 pub mod session;
 
 pub use events::{
-    BACKLOG, ClientEvent, HELLO, JOIN, LEAVE, LINE, MESSAGE, NOTICE, PRESENCE, ROOMS, SET_USERNAME, ServerEvent,
+    BACKLOG, ClientEvent, HELLO, HISTORY, JOIN, LEAVE, LINE, MESSAGE, NOTICE, OLDER, PRESENCE, ROOMS, SET_USERNAME,
+    ServerEvent,
 };
 pub use ids::{BadClientKey, BadPosition, ClientKey, Position, Presented};
 pub use payloads::{
-    After, Backlog, BacklogKind, ClientAuth, Hello, JoinRoom, LeaveRoom, Notice, PROTOCOL_V1, PROTOCOL_VERSION,
-    PresenceList, RoomCount, RoomEvent, RoomLine, RoomList, Say, WELCOME, username_lost, username_set,
+    After, Backlog, BacklogKind, ClientAuth, Hello, HistoryRequest, JoinRoom, LeaveRoom, Limits, MAX_OLDER_LINES,
+    Notice, Older, PROTOCOL_V1, PROTOCOL_VERSION, PresenceList, RoomCount, RoomEvent, RoomLine, RoomList, Say, WELCOME,
+    username_lost, username_set,
 };
 pub use rules::{
     DEFAULT_MAX_MESSAGE_CHARS, LOBBY, MAX_NAME_CHARS, MAX_ROOM_CHARS, MessageText, Refusal, RoomName, Username,

@@ -270,11 +270,53 @@ impl Notice {
     }
 }
 
-/// The `hello` event's payload: which node serves this connection.
+/// The `hello` event's payload: which node serves this connection, and the limits of
+/// what a client may send there.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Hello {
     /// The node's name.
     pub node: String,
+    /// The limits the client's fields should enforce (absent from servers before them).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limits: Option<Limits>,
+}
+
+/// The longest name and line a server takes, in characters (as `hello` tells them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Limits {
+    /// The longest username.
+    pub name_chars: usize,
+    /// The longest chat line.
+    pub message_chars: usize,
+}
+
+/// The most lines one `history` request may ask for.
+pub const MAX_OLDER_LINES: usize = 100;
+
+/// A chatroom client's `history`: the lines of a room it is in that came before a
+/// position, newest last.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HistoryRequest {
+    /// The room (version 2; version 1 reads the lobby).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub room: Option<String>,
+    /// The position of the oldest line the client has: the answer holds lines before it.
+    pub before: Position,
+    /// How many lines at most, 1 to [`MAX_OLDER_LINES`].
+    pub limit: usize,
+}
+
+/// The answer to a `history` request: the room's lines just before the asked position.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Older {
+    /// The room (version 2).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub room: Option<RoomName>,
+    /// The lines, oldest first: fewer than asked when the packet would pass its bound.
+    pub lines: Vec<RoomLine>,
+    /// Whether these reach the room's beginning (as far as the room keeps it): nothing
+    /// older is left to ask for.
+    pub complete: bool,
 }
 
 /// Something everyone in the room sees, in the room's one order. Authors stay plain text

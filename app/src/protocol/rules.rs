@@ -105,6 +105,18 @@ pub enum Refusal {
     /// The client opens new rooms faster than its rate limit.
     #[error("Could not open the room: too many new rooms. Wait a moment.")]
     RoomsTooFast,
+    /// A `history` request without a position to read before, or with a limit out of range.
+    #[error("Could not load older lines: ask for 1 to {max} lines before a position.")]
+    HistoryNotValid {
+        /// The most lines one request may ask for.
+        max: usize,
+    },
+    /// The client asks for older lines faster than its rate limit.
+    #[error("Could not load older lines: too many requests. Wait a moment.")]
+    HistoryTooFast,
+    /// Older lines could not be read (the backend is down).
+    #[error("Could not load older lines: the chat service is unavailable, try again.")]
+    HistoryUnavailable,
 }
 
 impl Refusal {
@@ -134,6 +146,9 @@ impl Refusal {
             Refusal::RoomLimit { .. } => "room_limit",
             Refusal::RoomUnavailable => "room_unavailable",
             Refusal::RoomsTooFast => "rooms_too_fast",
+            Refusal::HistoryNotValid { .. } => "history_not_valid",
+            Refusal::HistoryTooFast => "history_too_fast",
+            Refusal::HistoryUnavailable => "history_unavailable",
         }
     }
 }

@@ -164,7 +164,7 @@ mod tests {
         assert_eq!(s.on_frame(OPEN).unwrap(), Step::Reply(r#"40{"v":1}"#.into()));
         assert_eq!(
             s.on_frame(r#"42["hello",{"node":"n1"}]"#).unwrap(),
-            Step::Event(ServerEvent::Hello(Hello { node: "n1".into() }))
+            Step::Event(ServerEvent::Hello(Hello { node: "n1".into(), limits: None }))
         );
     }
 

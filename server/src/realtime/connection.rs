@@ -10,7 +10,7 @@ use crate::backend::SessionId;
 use crate::chat::{ChatService, Join, JoinName, name_on_connect};
 use crate::limits::{ConnectionLimits, Verdict};
 use crate::metrics::Metrics;
-use app::protocol::{Notice, Position, Presented, ROOMS, Refusal, RoomCount, RoomList, RoomName};
+use app::protocol::{Notice, OLDER, Older, Position, Presented, ROOMS, Refusal, RoomCount, RoomList, RoomName};
 use serde_json::Value;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -108,6 +108,7 @@ impl Connection {
                     self.send_join(&room, join);
                 }
             }
+            Inbound::Older { room, before, limit } => self.older(&room, before, limit).await,
             Inbound::TakeName(presented) => self.take_name(presented).await,
             Inbound::SetUsername(raw) => self.set_username(raw).await,
             Inbound::Message { room, raw } => {
@@ -145,6 +146,23 @@ impl Connection {
         hub.enter(room, member).wait().await;
         let join = chat.join(room, after).await;
         self.send_join(room, join);
+    }
+
+    /// Sends the client up to `limit` lines of `room` before `before`, if it is in the room.
+    async fn older(&self, room: &RoomName, before: Position, limit: usize) {
+        let Self { member, chat, metrics, .. } = self;
+        let label = member.label(room);
+        if !member.is_in(room) {
+            return member.outbox.refuse_in(label, &Refusal::NotInRoom { room: room.to_string() });
+        }
+        match chat.older(room, before, limit).await {
+            Ok(older) => member.outbox.reply_event(OLDER, &Older { room: label.cloned(), ..older }),
+            Err(err) => {
+                tracing::warn!(%room, %err, "cannot read older lines");
+                metrics.backend_error("backlog");
+                member.outbox.refuse_in(label, &Refusal::HistoryUnavailable);
+            }
+        }
     }
 
     /// Takes the client out of `room`: no more of its events, and its user leaves the

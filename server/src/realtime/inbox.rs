@@ -39,6 +39,15 @@ pub(super) enum Inbound {
     Leave(RoomName),
     /// A version 2 client asks for the room list.
     ListRooms,
+    /// A chatroom client asks for lines of a room before a position.
+    Older {
+        /// The room.
+        room: RoomName,
+        /// The position of the oldest line it has.
+        before: Position,
+        /// How many lines at most.
+        limit: usize,
+    },
     /// The name a chatroom client presented on connecting.
     TakeName(Option<String>),
     /// `set_username` with its raw argument.
@@ -62,7 +71,7 @@ impl Inbound {
         let raw = match self {
             Inbound::SetUsername(raw) | Inbound::Message { raw, .. } => raw,
             Inbound::TakeName(name) => return name.as_ref().map_or(0, String::len),
-            Inbound::ListRooms => return 0,
+            Inbound::ListRooms | Inbound::Older { .. } => return 0,
             Inbound::Join { room, .. } | Inbound::Leave(room) | Inbound::Resync(room) => return room.as_str().len(),
         };
         match raw {

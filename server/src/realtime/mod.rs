@@ -28,8 +28,8 @@ use crate::chat::ChatService;
 use crate::limits::{ConnectionLimits, RateLimits, Verdict};
 use crate::metrics::{ClientLabels, Metrics};
 use app::protocol::{
-    After, ClientAuth, Hello, JOIN, JoinRoom, LEAVE, LeaveRoom, MESSAGE, Notice, Presented, ROOMS, Refusal, RoomName,
-    SET_USERNAME, Say,
+    After, ClientAuth, HISTORY, Hello, HistoryRequest, JOIN, JoinRoom, LEAVE, LeaveRoom, MAX_OLDER_LINES, MESSAGE,
+    Notice, Position, Presented, ROOMS, Refusal, RoomName, SET_USERNAME, Say,
 };
 use connection::Connection;
 use hub::Hub;
@@ -233,7 +233,7 @@ impl Realtime {
         match auth {
             None => outbox.reply(&Notice::welcome()),
             Some(auth) => {
-                outbox.hello(&Hello { node: self.node.to_string() });
+                outbox.hello(&Hello { node: self.node.to_string(), limits: Some(self.chat.limits()) });
                 self.metrics.event_in("join");
                 for event in self.opening_events(auth, &member) {
                     // The queue is new and open, and these are few: they fit.
@@ -325,6 +325,17 @@ impl Realtime {
             let label = (speaks == Speaks::V2).then(|| room.clone());
             Ok(Admitted { room: label, verdict: limits.check_message(), event: Inbound::Message { room, raw } })
         });
+        if speaks != Speaks::Legacy {
+            self.on(socket, &inbox, structured, HISTORY, move |data, limits| {
+                let (room, before, limit) = history_request(speaks, data)?;
+                let label = (speaks == Speaks::V2).then(|| room.clone());
+                Ok(Admitted {
+                    room: label,
+                    verdict: limits.check_history(),
+                    event: Inbound::Older { room, before, limit },
+                })
+            });
+        }
         if speaks == Speaks::V2 {
             self.on(socket, &inbox, structured, JOIN, |data, limits| {
                 let join: JoinRoom = argument(data)?;
@@ -367,6 +378,23 @@ struct Admitted {
 /// Reads an event's argument (`join`, `leave`); anything else is not a room.
 fn argument<T: serde::de::DeserializeOwned>(data: Option<Value>) -> Result<T, Refusal> {
     data.and_then(|data| serde_json::from_value(data).ok()).ok_or(Refusal::RoomNotText)
+}
+
+/// The room, position and limit of a `history` request: version 2 names the room,
+/// earlier versions read the lobby.
+fn history_request(speaks: Speaks, data: Option<Value>) -> Result<(RoomName, Position, usize), Refusal> {
+    let not_valid = Refusal::HistoryNotValid { max: MAX_OLDER_LINES };
+    let request: HistoryRequest =
+        data.and_then(|data| serde_json::from_value(data).ok()).ok_or_else(|| not_valid.clone())?;
+    if !(1..=MAX_OLDER_LINES).contains(&request.limit) {
+        return Err(not_valid);
+    }
+    let room = match (speaks, request.room) {
+        (Speaks::V2, Some(room)) => RoomName::parse(&room)?,
+        (Speaks::V2, None) => return Err(Refusal::RoomNotText),
+        _ => RoomName::lobby(),
+    };
+    Ok((room, request.before, request.limit))
 }
 
 /// The room and the text of a `message`: the lobby for a bare string (and for every

@@ -6,6 +6,7 @@
 //! - `resume`: history and gap-free resume of the structured protocol;
 //! - `presence`: who is online, grace periods, tabs of one user, unique names;
 //! - `rooms`: version 2's rooms, on one node and across nodes;
+//! - `older`: reading a room's older lines back;
 //! - `cluster`: many nodes on one Redis, and Redis or a node failing;
 //! - `faults`: Redis losing its data, stalling, or a node taken for dead by mistake;
 //! - `load_balancer`: nodes behind nginx;
@@ -24,6 +25,7 @@ mod hostile;
 mod limits;
 mod load_balancer;
 mod node;
+mod older;
 mod presence;
 mod resume;
 mod rooms;

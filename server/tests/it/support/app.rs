@@ -49,6 +49,7 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut Settings)) -> TestApp {
     let unlimited = std::num::NonZeroU32::new(1_000_000).expect("not zero");
     (settings.limits.message_rate, settings.limits.message_burst) = (unlimited, unlimited);
     (settings.limits.renames_per_minute, settings.limits.rename_burst) = (unlimited, unlimited);
+    (settings.limits.history_rate, settings.limits.history_burst) = (unlimited, unlimited);
     adjust(&mut settings);
     settings.validate().expect("test settings are valid");
     let app = Application::build(settings).await.expect("the node starts");
