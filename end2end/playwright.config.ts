@@ -15,6 +15,8 @@ export default defineConfig({
   reporter: [["list"]],
   use: {
     trace: "off",
+    // Times on the page follow the locale: one the tests know.
+    locale: "en-US",
     launchOptions: {
       executablePath: chromium,
       args: [

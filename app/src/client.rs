@@ -223,3 +223,73 @@ async fn pump_frames(
 fn sleep_ms(ms: u64) -> TimeoutFuture {
     TimeoutFuture::new(u32::try_from(ms).unwrap_or(u32::MAX))
 }
+
+/// Where the name the person chose last is kept in local storage.
+const NAME_STORAGE: &str = "chatroom.name";
+
+fn local_storage() -> Option<web_sys::Storage> {
+    web_sys::window()?.local_storage().ok().flatten()
+}
+
+/// The name the person chose on an earlier visit, to offer again.
+pub fn remembered_name() -> Option<String> {
+    local_storage()?.get_item(NAME_STORAGE).ok().flatten().filter(|name| !name.is_empty())
+}
+
+/// Keeps `name` for the next visit.
+pub fn remember_name(name: &str) {
+    if let Some(storage) = local_storage() {
+        let _ = storage.set_item(NAME_STORAGE, name);
+    }
+}
+
+/// Whether the page is hidden now (another tab, a minimised window).
+pub fn page_hidden() -> bool {
+    web_sys::window()
+        .and_then(|w| w.document())
+        .is_some_and(|d| d.visibility_state() == web_sys::VisibilityState::Hidden)
+}
+
+/// Calls `changed` with whether the page is hidden whenever that changes.
+pub fn on_visibility_change(changed: impl Fn(bool) + 'static) {
+    let Some(document) = web_sys::window().and_then(|w| w.document()) else { return };
+    let closure = wasm_bindgen::closure::Closure::<dyn Fn()>::new(move || changed(page_hidden()));
+    let _ = document
+        .add_event_listener_with_callback("visibilitychange", wasm_bindgen::JsCast::unchecked_ref(closure.as_ref()));
+    // For the life of the page.
+    closure.forget();
+}
+
+/// Whether desktop notifications can be asked for here (and were not refused).
+pub fn notifications_available() -> bool {
+    let supported = js_sys::Reflect::has(&js_sys::global(), &"Notification".into()).unwrap_or(false);
+    supported && web_sys::Notification::permission() != web_sys::NotificationPermission::Denied
+}
+
+/// Whether the person allowed desktop notifications.
+pub fn notifications_allowed() -> bool {
+    notifications_available() && web_sys::Notification::permission() == web_sys::NotificationPermission::Granted
+}
+
+/// Asks the person to allow desktop notifications; `answered` gets whether they did.
+pub fn ask_for_notifications(answered: impl Fn(bool) + 'static) {
+    let Ok(asked) = web_sys::Notification::request_permission() else { return };
+    wasm_bindgen_futures::spawn_local(async move {
+        let granted = wasm_bindgen_futures::JsFuture::from(asked)
+            .await
+            .ok()
+            .and_then(|answer| answer.as_string())
+            .is_some_and(|answer| answer == "granted");
+        answered(granted);
+    });
+}
+
+/// Shows a desktop notification, if they are allowed.
+pub fn notify(title: &str, body: &str) {
+    if !notifications_allowed() {
+        return;
+    }
+    let options = web_sys::NotificationOptions::new();
+    options.set_body(body);
+    let _ = web_sys::Notification::new_with_options(title, &options);
+}

@@ -4,6 +4,7 @@
 //! browser only). Dependencies run one way:
 //! page → store / client → protocol.
 
+pub mod clock;
 pub mod page;
 pub mod protocol;
 pub mod store;
@@ -13,7 +14,7 @@ pub mod text;
 pub mod client;
 
 use leptos::prelude::*;
-use leptos_meta::{MetaTags, Stylesheet, Title, provide_meta_context};
+use leptos_meta::{MetaTags, Stylesheet, provide_meta_context};
 
 /// The whole HTML document, rendered by the server and hydrated in the browser.
 pub fn shell(options: LeptosOptions) -> impl IntoView {
@@ -41,7 +42,6 @@ pub fn App() -> impl IntoView {
     provide_meta_context();
     view! {
         <Stylesheet id="leptos" href="/pkg/chatroom.css" />
-        <Title text="Online Chatroom" />
         <page::ChatPage />
     }
 }

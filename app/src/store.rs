@@ -9,18 +9,26 @@
 //! repeats nothing there. The room on screen keeps its log and list in the `lines` and
 //! `online` signals; the others keep theirs in `rooms` until they are shown.
 
+use crate::clock::{self, DayKey};
 use crate::protocol::session::ConnState;
 use crate::protocol::{
-    After, Backlog, BacklogKind, ClientAuth, ClientEvent, ClientKey, DEFAULT_MAX_MESSAGE_CHARS, JoinRoom, LeaveRoom,
-    MessageText, Notice, Position, PresenceList, Presented, Refusal, RoomCount, RoomEvent, RoomLine, RoomList,
-    RoomName, Say, ServerEvent, Username,
+    After, Backlog, BacklogKind, ClientAuth, ClientEvent, ClientKey, DEFAULT_MAX_MESSAGE_CHARS, HistoryRequest,
+    JoinRoom, LeaveRoom, Limits, MAX_NAME_CHARS, MessageText, Notice, Older, Position, PresenceList, Presented,
+    Refusal, RoomCount, RoomEvent, RoomLine, RoomList, RoomName, Say, ServerEvent, Username,
 };
 use futures::channel::mpsc::{UnboundedReceiver, UnboundedSender, unbounded};
 use leptos::prelude::*;
 use std::collections::BTreeMap;
 
-/// How many lines the page keeps per room; older ones scroll away for good.
-const MAX_LINES: usize = 500;
+/// How many lines the page keeps per room; older ones scroll away (and can be loaded
+/// again from the server).
+const MAX_LINES: usize = 2_000;
+
+/// How many older lines one request asks for.
+pub const OLDER_PAGE: usize = 50;
+
+/// Where `before` stands when the page has no line of a room yet: after any position.
+const AFTER_EVERYTHING: Position = Position { ms: u64::MAX, seq: u64::MAX };
 
 /// Shown when the server cannot continue a room's log from where it was (the page was
 /// away too long, or the chat lost messages): it starts over from the recent history.
@@ -71,6 +79,13 @@ pub struct Line {
     pub history: bool,
     /// A chat line of this page's user.
     pub mine: bool,
+    /// A chat line of someone else that names this page's user.
+    pub mention: bool,
+    /// Its position in the room's order, for a room event.
+    pub pos: Option<Position>,
+    /// The first line of its day in the log (a room event whose day differs from the
+    /// room event before it): a day separator goes before it.
+    pub day_start: bool,
 }
 
 impl Line {
@@ -86,10 +101,44 @@ impl Line {
 /// A room event's time: as the reader's clock shows it, and as ISO 8601 UTC.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LineTime {
-    /// `HH:MM` on the reader's clock.
+    /// The time of day in the reader's locale and clock format.
     pub shown: String,
     /// For the `datetime` attribute.
     pub iso: String,
+    /// Server time, ms since the Unix epoch.
+    pub ms: u64,
+    /// The reader's calendar day.
+    pub day: DayKey,
+}
+
+/// How far back a room's log can still be loaded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Earlier {
+    /// Older lines may be there: ask.
+    #[default]
+    More,
+    /// Asked; the answer has not come yet.
+    Loading,
+    /// The log reaches the room's beginning.
+    Beginning,
+}
+
+/// What came while the page was hidden (another tab, a minimised window).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Away {
+    /// Whether the page is hidden now.
+    pub hidden: bool,
+    /// Chat lines of others that came meanwhile, in every room the page is in.
+    pub unread: usize,
+    /// How many of them name this page's user.
+    pub mentions: usize,
+}
+
+impl Away {
+    /// The page's title: the unread count first while there is one.
+    pub fn title(&self, title: &str) -> String {
+        if self.unread == 0 { title.to_owned() } else { format!("({}) {title}", self.unread) }
+    }
 }
 
 /// A room the page is in, as the room list shows it.
@@ -116,6 +165,8 @@ struct RoomData {
     scroll: Option<i32>,
     /// Whether the server sent its backlog: the page is in it.
     confirmed: bool,
+    /// How far back its log can be loaded, while another room is on screen.
+    earlier: Earlier,
 }
 
 /// Everything the page's view and handlers share.
@@ -135,6 +186,14 @@ pub struct Chat {
     pub directory: RwSignal<Vec<RoomCount>>,
     /// Where to scroll the log after another room was put on screen (`None`: to the end).
     pub scroll_to: RwSignal<Option<i32>>,
+    /// How far back the log on screen can be loaded.
+    pub earlier: RwSignal<Earlier>,
+    /// What came while the page was hidden.
+    pub away: RwSignal<Away>,
+    /// The newest line that named this page's user while the page was hidden.
+    pub mentioned: RwSignal<Option<Line>>,
+    /// The longest name and line the server takes (from its `hello`).
+    pub limits: RwSignal<Limits>,
     rooms: StoredValue<BTreeMap<RoomName, RoomData>>,
     next_line_id: StoredValue<u64>,
     /// The name the server accepted; presented again when reconnecting.
@@ -168,6 +227,10 @@ impl Chat {
             tabs: RwSignal::new(vec![RoomTab { room, unread: 0 }]),
             directory: RwSignal::new(Vec::new()),
             scroll_to: RwSignal::new(None),
+            earlier: RwSignal::new(Earlier::More),
+            away: RwSignal::new(Away::default()),
+            mentioned: RwSignal::new(None),
+            limits: RwSignal::new(Limits { name_chars: MAX_NAME_CHARS, message_chars: DEFAULT_MAX_MESSAGE_CHARS }),
             rooms: StoredValue::new(rooms),
             next_line_id: StoredValue::new(0),
             username: RwSignal::new(None),
@@ -215,7 +278,7 @@ impl Chat {
             self.message_hint.set(Some(Refusal::NoUsername.to_string()));
             return false;
         }
-        let text = match MessageText::parse(draft, DEFAULT_MAX_MESSAGE_CHARS) {
+        let text = match MessageText::parse(draft, self.limits.get_untracked().message_chars) {
             Ok(text) => text,
             Err(refusal) => {
                 self.message_hint.set(Some(refusal.to_string()));
@@ -263,15 +326,17 @@ impl Chat {
         }
         let lines = self.lines.try_update(std::mem::take).unwrap_or_default();
         let online = self.online.try_update(std::mem::take).unwrap_or_default();
+        let earlier = self.earlier.get_untracked();
         let (joining, restore) = self
             .rooms
             .try_update_value(|rooms| {
                 let left = rooms.entry(shown.clone()).or_default();
-                (left.lines, left.online, left.scroll) = (lines, online, scroll);
+                (left.lines, left.online, left.scroll, left.earlier) = (lines, online, scroll, earlier);
                 let joining = !rooms.contains_key(room);
                 let next = rooms.entry(room.clone()).or_default();
                 self.lines.set(std::mem::take(&mut next.lines));
                 self.online.set(std::mem::take(&mut next.online));
+                self.earlier.set(next.earlier);
                 (joining, next.scroll)
             })
             .unwrap_or((true, None));
@@ -335,7 +400,83 @@ impl Chat {
     fn new_line(&self, kind: LineKind, text: String) -> Line {
         let id = self.next_line_id.get_value();
         self.next_line_id.set_value(id + 1);
-        Line { id, kind, author: None, text, time: None, history: false, mine: false }
+        Line {
+            id,
+            kind,
+            author: None,
+            text,
+            time: None,
+            history: false,
+            mine: false,
+            mention: false,
+            pos: None,
+            day_start: false,
+        }
+    }
+
+    /// Asks for the lines of the room on screen before the oldest it shows; false when
+    /// there is nothing to ask (its beginning is shown, or an answer is awaited).
+    pub fn ask_for_older(&self) -> bool {
+        if self.earlier.get_untracked() != Earlier::More {
+            return false;
+        }
+        let before = self.lines.with_untracked(|lines| lines.iter().find_map(|line| line.pos));
+        let room = self.current.get_untracked();
+        let request = HistoryRequest {
+            room: Some(room.to_string()),
+            before: before.unwrap_or(AFTER_EVERYTHING),
+            limit: OLDER_PAGE,
+        };
+        let asked = self.send(ClientEvent::History(request));
+        if asked {
+            self.earlier.set(Earlier::Loading);
+        }
+        asked
+    }
+
+    /// The answer to [`Self::ask_for_older`]: its lines go before the oldest shown.
+    fn on_older(&self, older: Older) {
+        let room = Self::room_of(older.room);
+        if !self.is_in(&room) {
+            return;
+        }
+        let oldest = self.log_of(&room, |lines| lines.iter().find_map(|line| line.pos));
+        let lines: Vec<Line> = older
+            .lines
+            .into_iter()
+            // Only what is older than the log: an answer that crossed a reset adds nothing.
+            .filter(|line| oldest.is_none_or(|oldest| line.pos < oldest))
+            .map(|line| self.shown_line(line, true))
+            .collect();
+        let earlier = if older.complete { Earlier::Beginning } else { Earlier::More };
+        let prepend = |log: &mut Vec<Line>| {
+            log.splice(0..0, lines);
+            mark_days(log);
+        };
+        if room == self.current.get_untracked() {
+            self.lines.update(prepend);
+            self.earlier.set(earlier);
+        } else {
+            self.rooms.update_value(|rooms| {
+                let data = rooms.entry(room.clone()).or_default();
+                prepend(&mut data.lines);
+                data.earlier = earlier;
+            });
+        }
+    }
+
+    /// Reads the log of `room`, wherever it is kept.
+    fn log_of<T>(&self, room: &RoomName, read: impl FnOnce(&Vec<Line>) -> T) -> T {
+        if *room == self.current.get_untracked() {
+            self.lines.with_untracked(read)
+        } else {
+            self.rooms.with_value(|rooms| read(rooms.get(room).map(|data| &data.lines).unwrap_or(&Vec::new())))
+        }
+    }
+
+    /// The page was hidden or shown again; shown, nothing counts as unread any more.
+    pub fn set_hidden(&self, hidden: bool) {
+        self.away.set(if hidden { Away { hidden, ..self.away.get_untracked() } } else { Away::default() });
     }
 
     /// The room an event is about: the lobby when it names none.
@@ -350,15 +491,27 @@ impl Chat {
         }
         // Lines arrive in the room's order, so the newest is the one to resume after.
         self.rooms.update_value(|rooms| rooms.entry(room.clone()).or_default().last_pos = Some(line.pos));
-        let time = Some(LineTime { shown: clock(line.ts), iso: crate::text::iso_time(line.ts) });
+        self.shown_line(line, history)
+    }
+
+    /// A room event as a line of the log.
+    fn shown_line(&self, line: RoomLine, history: bool) -> Line {
+        let time = LineTime {
+            shown: clock::time_of_day(line.ts),
+            iso: crate::text::iso_time(line.ts),
+            ms: line.ts,
+            day: clock::day_of(line.ts),
+        };
         let mut shown = match line.event {
             RoomEvent::Chat { author, text } => {
-                let mine = self.username.with_untracked(|me| me.as_ref().is_some_and(|me| me.as_str() == author));
-                Line { author: Some(author), mine, ..self.new_line(LineKind::Chat, text) }
+                let me = self.username.get_untracked();
+                let mine = me.as_ref().is_some_and(|me| me.as_str() == author);
+                let mention = !mine && me.as_ref().is_some_and(|me| crate::text::mentions(&text, me.as_str()));
+                Line { author: Some(author), mine, mention, ..self.new_line(LineKind::Chat, text) }
             }
             other => self.new_line(LineKind::Room, other.text()),
         };
-        (shown.time, shown.history) = (time, history);
+        (shown.time, shown.history, shown.pos) = (Some(time), history, Some(line.pos));
         shown
     }
 
@@ -394,29 +547,44 @@ impl Chat {
     /// Adds lines to `room`'s log (after emptying it when `replace`); those not on screen
     /// count as unread, chat lines seen live only.
     fn push(&self, room: &RoomName, new: Vec<Line>, replace: bool) {
-        let trim = |lines: &mut Vec<Line>| {
-            if lines.len() > MAX_LINES {
-                lines.drain(..lines.len() - MAX_LINES);
+        let live = |line: &&Line| line.kind == LineKind::Chat && !line.history;
+        if self.away.get_untracked().hidden {
+            let others: Vec<&Line> = new.iter().filter(live).filter(|line| !line.mine).collect();
+            let mentions = others.iter().filter(|line| line.mention).count();
+            if !others.is_empty() {
+                self.away.update(|away| {
+                    (away.unread, away.mentions) = (away.unread + others.len(), away.mentions + mentions);
+                });
             }
-        };
-        if *room == self.current.get_untracked() {
-            self.lines.update(|lines| {
-                if replace {
-                    lines.clear();
-                }
-                lines.extend(new);
-                trim(lines);
-            });
-            return;
+            if let Some(mention) = others.iter().rev().find(|line| line.mention) {
+                self.mentioned.set(Some((*mention).clone()));
+            }
         }
-        let unread = new.iter().filter(|line| line.kind == LineKind::Chat && !line.history).count();
-        self.rooms.update_value(|rooms| {
-            let lines = &mut rooms.entry(room.clone()).or_default().lines;
+        let unread = new.iter().filter(live).count();
+        // Returns whether lines were dropped from the front: older ones can be loaded again.
+        let add = |lines: &mut Vec<Line>| {
             if replace {
                 lines.clear();
             }
             lines.extend(new);
-            trim(lines);
+            let trimmed = lines.len() > MAX_LINES;
+            if trimmed {
+                lines.drain(..lines.len() - MAX_LINES);
+            }
+            mark_days(lines);
+            trimmed || replace
+        };
+        if *room == self.current.get_untracked() {
+            if self.lines.try_update(add).unwrap_or(false) {
+                self.earlier.set(Earlier::More);
+            }
+            return;
+        }
+        self.rooms.update_value(|rooms| {
+            let data = rooms.entry(room.clone()).or_default();
+            if add(&mut data.lines) {
+                data.earlier = Earlier::More;
+            }
         });
         if unread > 0 {
             self.tabs.update(|tabs| {
@@ -452,9 +620,13 @@ impl Chat {
     /// An event from the server.
     pub fn on_event(&self, event: ServerEvent) {
         match event {
-            ServerEvent::Hello(hello) => self.node.set(Some(hello.node)),
-            // The page does not ask for older lines yet.
-            ServerEvent::Older(_) => {}
+            ServerEvent::Hello(hello) => {
+                self.node.set(Some(hello.node));
+                if let Some(limits) = hello.limits {
+                    self.limits.set(limits);
+                }
+            }
+            ServerEvent::Older(older) => self.on_older(older),
             // The server greets fresh joins only, not resumed connections.
             ServerEvent::Notice(Notice::Welcome { room, text }) => self.push_own(Some(Self::room_of(room)), text),
             ServerEvent::Notice(Notice::NameSet { name, text }) => {
@@ -467,6 +639,8 @@ impl Chat {
                     self.name_hint.set(None);
                     self.message_hint.set(None);
                     self.push_own(None, text);
+                    // The room list's counts now hold this user too.
+                    self.ask_for_rooms();
                 }
             }
             ServerEvent::Notice(Notice::NameLost { text, .. }) => {
@@ -477,7 +651,14 @@ impl Chat {
                 self.name_hint.set(Some(text.clone()));
                 self.push_own(None, text);
             }
-            ServerEvent::Notice(Notice::Refused { room, text }) => self.on_refused(room, text),
+            ServerEvent::Notice(Notice::Refused { room, text }) => {
+                // Perhaps the `history` request awaited (too fast, unavailable): it may be
+                // asked again, and one asked twice is answered twice harmlessly.
+                if self.earlier.get_untracked() == Earlier::Loading {
+                    self.earlier.set(Earlier::More);
+                }
+                self.on_refused(room, text);
+            }
             ServerEvent::Notice(Notice::RoomLeft { room }) => {
                 if self.is_in(&room) && self.current.get_untracked() != room {
                     self.forget_room(&room);
@@ -545,17 +726,15 @@ impl Chat {
     }
 }
 
-/// `HH:MM` of a server time, on the reader's clock.
-fn clock(ts_ms: u64) -> String {
-    #[cfg(feature = "hydrate")]
-    {
-        let date = js_sys::Date::new(&wasm_bindgen::JsValue::from_f64(ts_ms as f64));
-        format!("{:02}:{:02}", date.get_hours(), date.get_minutes())
-    }
-    #[cfg(not(feature = "hydrate"))]
-    {
-        let minutes = ts_ms / 60_000;
-        format!("{:02}:{:02}", (minutes / 60) % 24, minutes % 60)
+/// Marks the first line of each day among the room events of `lines`.
+fn mark_days(lines: &mut [Line]) {
+    let mut previous: Option<DayKey> = None;
+    for line in lines {
+        let day = line.time.as_ref().map(|time| time.day);
+        line.day_start = day.is_some() && day != previous;
+        if day.is_some() {
+            previous = day;
+        }
     }
 }
 
@@ -796,5 +975,98 @@ mod tests {
         assert_eq!(chat.online.get_untracked(), ["cy"]);
         let Some(After::PerRoom(after)) = chat.auth().after else { panic!("per room") };
         assert_eq!(after["lobby"], Some(Presented::Valid(Position { ms: 4, seq: 0 })));
+    }
+
+    fn line_at(pos: &str, ts: u64, text: &str) -> RoomLine {
+        RoomLine { room: Some(RoomName::lobby()), pos: pos.parse().unwrap(), ts, event: chat_line(text) }
+    }
+
+    #[test]
+    fn older_lines_go_before_the_log_until_the_beginning() {
+        let _owner = reactive();
+        let (chat, mut sent) = online();
+        chat.on_event(backlog("lobby", BacklogKind::History, vec![line("10-0", chat_line("ten"))]));
+        assert!(chat.ask_for_older());
+        let Ok(ClientEvent::History(request)) = sent.try_recv() else { panic!("a history request") };
+        assert_eq!(
+            (request.room.as_deref(), request.before, request.limit),
+            (Some("lobby"), "10-0".parse().unwrap(), OLDER_PAGE)
+        );
+        assert_eq!(chat.earlier.get_untracked(), Earlier::Loading);
+        assert!(!chat.ask_for_older(), "one request at a time");
+        chat.on_event(ServerEvent::Older(Older {
+            room: Some(RoomName::lobby()),
+            lines: vec![
+                line("8-0", chat_line("eight")),
+                line("9-0", chat_line("nine")),
+                line("10-0", chat_line("dup")),
+            ],
+            complete: false,
+        }));
+        assert_eq!(bodies(&chat), ["bob: eight", "bob: nine", "bob: ten"], "before the log, nothing twice");
+        assert!(chat.lines.get_untracked()[0].history);
+        assert_eq!(chat.earlier.get_untracked(), Earlier::More);
+        // A refused request may be asked again.
+        assert!(chat.ask_for_older());
+        chat.on_event(ServerEvent::Notice(Notice::refused(Some(&RoomName::lobby()), &Refusal::HistoryTooFast)));
+        assert_eq!(chat.earlier.get_untracked(), Earlier::More);
+        assert!(chat.ask_for_older());
+        chat.on_event(ServerEvent::Older(Older { room: Some(RoomName::lobby()), lines: vec![], complete: true }));
+        assert_eq!(chat.earlier.get_untracked(), Earlier::Beginning);
+        assert!(!chat.ask_for_older(), "nothing older to ask for");
+        // The resume position stays the newest line's.
+        let Some(After::PerRoom(after)) = chat.auth().after else { panic!("per room") };
+        assert_eq!(after["lobby"], Some(Presented::Valid(Position { ms: 10, seq: 0 })));
+    }
+
+    #[test]
+    fn each_day_starts_with_a_separator() {
+        let _owner = reactive();
+        let (chat, _sent) = online();
+        let day = 86_400_000;
+        chat.on_event(backlog(
+            "lobby",
+            BacklogKind::History,
+            vec![line_at("1-0", 5 * day + 10, "a"), line_at("2-0", 5 * day + 20, "b"), line_at("3-0", 6 * day, "c")],
+        ));
+        chat.on_event(ServerEvent::Message("own line".into()));
+        chat.on_event(ServerEvent::Line(line_at("4-0", 6 * day + 5, "d")));
+        let starts: Vec<bool> = chat.lines.get_untracked().iter().map(|line| line.day_start).collect();
+        assert_eq!(starts, [true, false, true, false, false]);
+    }
+
+    #[test]
+    fn lines_that_come_while_hidden_count_in_the_title_and_mentions_are_marked() {
+        let _owner = reactive();
+        let (chat, _sent) = online();
+        chat.ask_for_name("ann");
+        chat.on_event(ServerEvent::Notice(Notice::name_set(&name("ann"))));
+        chat.on_event(backlog("lobby", BacklogKind::History, vec![]));
+        chat.set_hidden(true);
+        chat.on_event(ServerEvent::Line(line("1-0", chat_line("hello all"))));
+        chat.on_event(ServerEvent::Line(line("2-0", chat_line("@ann look"))));
+        chat.on_event(ServerEvent::Line(line("3-0", RoomEvent::Chat { author: "ann".into(), text: "mine".into() })));
+        chat.on_event(ServerEvent::Line(line("4-0", RoomEvent::Joined { author: "cy".into() })));
+        let away = chat.away.get_untracked();
+        assert_eq!((away.unread, away.mentions), (2, 1), "others' chat lines only");
+        assert_eq!(away.title("Online Chatroom"), "(2) Online Chatroom");
+        let marked: Vec<String> =
+            chat.lines.get_untracked().into_iter().filter(|line| line.mention).map(|line| line.text).collect();
+        assert_eq!(marked, ["@ann look"]);
+        assert_eq!(chat.mentioned.get_untracked().map(|line| line.text), Some("@ann look".into()));
+        chat.set_hidden(false);
+        assert_eq!(chat.away.get_untracked().title("Online Chatroom"), "Online Chatroom");
+    }
+
+    #[test]
+    fn the_servers_limits_hold_in_the_composer() {
+        let _owner = reactive();
+        let (chat, _sent) = online();
+        let limits = Limits { name_chars: 32, message_chars: 10 };
+        chat.on_event(ServerEvent::Hello(Hello { node: "n1".into(), limits: Some(limits) }));
+        assert_eq!(chat.limits.get_untracked(), limits);
+        chat.on_event(ServerEvent::Notice(Notice::name_set(&name("ann"))));
+        assert!(!chat.send_line("more than ten"));
+        assert_eq!(chat.message_hint.get_untracked(), Some(Refusal::MessageTooLong { max: 10 }.to_string()));
     }
 }

@@ -65,6 +65,20 @@ fn push_text(out: &mut Vec<Segment>, text: &str) {
     }
 }
 
+/// Whether `text` names `name` as a word of its own ("@ann", "ann:", "hi Ann"), any case.
+pub fn mentions(text: &str, name: &str) -> bool {
+    let (text, name) = (text.to_lowercase(), name.trim().to_lowercase());
+    if name.is_empty() {
+        return false;
+    }
+    let is_word = |c: char| c.is_alphanumeric() || c == '_';
+    text.match_indices(&name).any(|(at, found)| {
+        let before = text[..at].chars().next_back();
+        let after = text[at + found.len()..].chars().next();
+        !before.is_some_and(is_word) && !after.is_some_and(is_word)
+    })
+}
+
 /// The colour class of an author: the same name always gets the same one (FNV-1a).
 pub fn author_class(name: &str) -> String {
     let hash = name.bytes().fold(0x811c_9dc5_u32, |hash, byte| (hash ^ u32::from(byte)).wrapping_mul(0x0100_0193));
@@ -75,8 +89,14 @@ pub fn author_class(name: &str) -> String {
 /// `datetime` attribute of a `<time>`.
 pub fn iso_time(ts_ms: u64) -> String {
     let secs = ts_ms / 1000;
-    let (days, day_secs) = (secs / 86_400, secs % 86_400);
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let (year, month, day) = civil_date(secs / 86_400);
+    let day_secs = secs % 86_400;
+    format!("{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z", day_secs / 3600, (day_secs / 60) % 60, day_secs % 60)
+}
+
+/// The UTC calendar date (year, month, day) of a count of days since 1970-01-01
+/// (Howard Hinnant's algorithm).
+pub fn civil_date(days: u64) -> (i64, u32, u32) {
     let z = i64::try_from(days).unwrap_or(i64::MAX / 2) + 719_468;
     let era = z.div_euclid(146_097);
     let doe = z.rem_euclid(146_097);
@@ -86,7 +106,8 @@ pub fn iso_time(ts_ms: u64) -> String {
     let day = doy - (153 * mp + 2) / 5 + 1;
     let month = if mp < 10 { mp + 3 } else { mp - 9 };
     let year = yoe + era * 400 + i64::from(month <= 2);
-    format!("{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z", day_secs / 3600, (day_secs / 60) % 60, day_secs % 60)
+    // Both are small and positive by construction.
+    (year, u32::try_from(month).unwrap_or(1), u32::try_from(day).unwrap_or(1))
 }
 
 #[cfg(test)]
@@ -119,6 +140,18 @@ mod tests {
         // An address glued to other text is not taken for one.
         assert_eq!(segments("<b>https://x.test</b>"), [text("<b>https://x.test</b>")]);
         assert!(segments("").is_empty());
+    }
+
+    #[test]
+    fn a_name_is_mentioned_as_a_word_of_its_own() {
+        for text in ["@ann hi", "hi Ann", "ANN: look", "(ann)", "ann"] {
+            assert!(mentions(text, "ann"), "{text:?}");
+        }
+        for text in ["annie", "joann", "b_ann", "nothing", ""] {
+            assert!(!mentions(text, "ann"), "{text:?}");
+        }
+        assert!(mentions("hey Zoë!", "zoë"));
+        assert!(!mentions("anything", " "));
     }
 
     #[test]

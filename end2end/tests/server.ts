@@ -9,7 +9,10 @@ const binary = process.env.CHATROOM_SERVER_BIN ?? path.join(root, "target", "rel
 
 export class ChatServer {
   private child?: ChildProcess;
-  constructor(readonly port: number) {}
+  constructor(
+    readonly port: number,
+    private readonly extraArgs: string[] = [],
+  ) {}
 
   get url(): string {
     return `http://127.0.0.1:${this.port}`;
@@ -18,7 +21,15 @@ export class ChatServer {
   /** Starts the node and waits until it serves the page. */
   async start(): Promise<void> {
     // A 3 s grace period (10 s by default) keeps the tests that wait for a leave short.
-    const args = ["--addr", `127.0.0.1:${this.port}`, "--shutdown-timeout-secs", "2", "--presence-grace-secs", "3"];
+    const args = [
+      "--addr",
+      `127.0.0.1:${this.port}`,
+      "--shutdown-timeout-secs",
+      "2",
+      "--presence-grace-secs",
+      "3",
+      ...this.extraArgs,
+    ];
     const child = spawn(binary, args, {
       cwd: root,
       stdio: ["ignore", "inherit", "inherit"],
@@ -60,9 +71,9 @@ export async function freePort(): Promise<number> {
   });
 }
 
-/** Starts a node on a free port. */
-export async function startServer(): Promise<ChatServer> {
-  const server = new ChatServer(await freePort());
+/** Starts a node on a free port, with these flags besides the usual ones. */
+export async function startServer(extraArgs: string[] = []): Promise<ChatServer> {
+  const server = new ChatServer(await freePort(), extraArgs);
   await server.start();
   return server;
 }

@@ -11,7 +11,7 @@
 //! - `faults`: Redis losing its data, stalling, or a node taken for dead by mistake;
 //! - `load_balancer`: nodes behind nginx;
 //! - `hostile`: clients that mean harm or misbehave;
-//! - `health`, `drain`, `limits`, `node`, `tls`: operating a node.
+//! - `health`, `drain`, `limits`, `node`, `tls`: operating a node (and its status page).
 #![allow(clippy::unwrap_used)] // a panic in a test is its failure report
 
 mod support;
