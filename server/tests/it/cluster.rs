@@ -77,7 +77,8 @@ async fn chatroom_clients_are_told_their_node() {
     let redis = RedisServer::start().await;
     let node = Node::spawn(&redis.url(), "blue-7", &[]).await;
     let mut client = Client::connect_chatroom(&node.url(), Transport::WebSocket).await;
-    assert_eq!(client.next_event().await, ("hello".into(), json!([{"node": "blue-7"}])));
+    let limits = json!({"name_chars": 32, "message_chars": 2000});
+    assert_eq!(client.next_event().await, ("hello".into(), json!([{"node": "blue-7", "limits": limits}])));
     // Legacy clients get the legacy strings only.
     let mut legacy = Client::connect(Kind::Js, &node.url(), Transport::WebSocket).await;
     assert_eq!(legacy.next_message().await, "Welcome to the chatroom!");
