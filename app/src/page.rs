@@ -536,6 +536,7 @@ fn render_line(line: Line) -> impl IntoView {
         LineKind::Chat => "chat",
         LineKind::Room => "room",
         LineKind::Own => "own",
+        LineKind::Deleted => "deleted",
     };
     let flags = [(line.history, " history"), (line.mine, " mine"), (line.mention, " mention")];
     let class = flags.iter().filter(|(on, _)| *on).fold(format!("line {kind}"), |class, (_, flag)| class + flag);

@@ -12,9 +12,9 @@
 use crate::clock::{self, DayKey};
 use crate::protocol::session::ConnState;
 use crate::protocol::{
-    After, Backlog, BacklogKind, ClientAuth, ClientEvent, ClientKey, DEFAULT_MAX_MESSAGE_CHARS, HistoryRequest,
-    JoinRoom, LeaveRoom, Limits, MAX_NAME_CHARS, MessageText, Notice, Older, Position, PresenceList, Presented,
-    Refusal, RoomCount, RoomEvent, RoomLine, RoomList, RoomName, Say, ServerEvent, Username,
+    After, Backlog, BacklogKind, ClientAuth, ClientEvent, ClientKey, DEFAULT_MAX_MESSAGE_CHARS, DELETED,
+    HistoryRequest, JoinRoom, LeaveRoom, Limits, MAX_NAME_CHARS, MessageText, Notice, Older, Position, PresenceList,
+    Presented, Refusal, RoomCount, RoomEvent, RoomLine, RoomList, RoomName, Say, ServerEvent, Username,
 };
 use futures::channel::mpsc::{UnboundedReceiver, UnboundedSender, unbounded};
 use leptos::prelude::*;
@@ -60,6 +60,8 @@ pub enum LineKind {
     Room,
     /// Something for this page alone (welcome, confirmations).
     Own,
+    /// A chat line an operator deleted: only its time is left.
+    Deleted,
 }
 
 /// One line in a room's log.
@@ -446,6 +448,8 @@ impl Chat {
             .into_iter()
             // Only what is older than the log: an answer that crossed a reset adds nothing.
             .filter(|line| oldest.is_none_or(|oldest| line.pos < oldest))
+            // What they deleted is not among them.
+            .filter(|line| !matches!(line.event, RoomEvent::Deleted { .. }))
             .map(|line| self.shown_line(line, true))
             .collect();
         let earlier = if older.complete { Earlier::Beginning } else { Earlier::More };
@@ -484,14 +488,39 @@ impl Chat {
         room.unwrap_or_else(RoomName::lobby)
     }
 
-    fn room_line(&self, room: &RoomName, line: RoomLine, history: bool) -> Line {
+    /// A room event as a line of `room`'s log; `None` for a deletion, which changes the
+    /// line it deletes instead.
+    fn room_line(&self, room: &RoomName, line: RoomLine, history: bool) -> Option<Line> {
         let newer = self.rooms.with_value(|rooms| rooms.get(room).is_some_and(|data| line.pos > data.online_at));
         if newer {
             self.follow_presence(room, &line.event);
         }
         // Lines arrive in the room's order, so the newest is the one to resume after.
         self.rooms.update_value(|rooms| rooms.entry(room.clone()).or_default().last_pos = Some(line.pos));
-        self.shown_line(line, history)
+        if let RoomEvent::Deleted { line: deleted } = line.event {
+            self.show_deleted(room, deleted);
+            return None;
+        }
+        Some(self.shown_line(line, history))
+    }
+
+    /// Shows the line of `room` at `position` as deleted, if the log has it.
+    fn show_deleted(&self, room: &RoomName, position: Position) {
+        let delete = |lines: &mut Vec<Line>| {
+            if let Some(line) = lines.iter_mut().find(|line| line.pos == Some(position)) {
+                (line.kind, line.author, line.text, line.mention) =
+                    (LineKind::Deleted, None, DELETED.to_owned(), false);
+            }
+        };
+        if *room == self.current.get_untracked() {
+            self.lines.update(delete);
+        } else {
+            self.rooms.update_value(|rooms| {
+                if let Some(data) = rooms.get_mut(room) {
+                    delete(&mut data.lines);
+                }
+            });
+        }
     }
 
     /// A room event as a line of the log.
@@ -518,7 +547,7 @@ impl Chat {
     /// Keeps the list of who is in `room` in step with an event newer than the list.
     fn follow_presence(&self, room: &RoomName, event: &RoomEvent) {
         let (gone, came) = match event {
-            RoomEvent::Chat { .. } => return,
+            RoomEvent::Chat { .. } | RoomEvent::Deleted { .. } => return,
             RoomEvent::Joined { author } => (None, Some(author)),
             RoomEvent::Renamed { author, from } => (Some(from), Some(author)),
             RoomEvent::Left { author } => (Some(author), None),
@@ -675,14 +704,15 @@ impl Chat {
                 if kind == BacklogKind::Reset {
                     new.push(self.new_line(LineKind::Own, MISSED.to_owned()));
                 }
-                new.extend(lines.into_iter().map(|line| self.room_line(&room, line, history)));
+                new.extend(lines.into_iter().filter_map(|line| self.room_line(&room, line, history)));
                 // After a gap the old lines cannot be continued: start over from the history.
                 self.push(&room, new, kind == BacklogKind::Reset);
             }
             ServerEvent::Line(line) => {
                 let room = Self::room_of(line.room.clone());
-                if self.is_in(&room) {
-                    let line = self.room_line(&room, line, false);
+                if self.is_in(&room)
+                    && let Some(line) = self.room_line(&room, line, false)
+                {
                     self.push(&room, vec![line], false);
                 }
             }
@@ -1068,5 +1098,21 @@ mod tests {
         chat.on_event(ServerEvent::Notice(Notice::name_set(&name("ann"))));
         assert!(!chat.send_line("more than ten"));
         assert_eq!(chat.message_hint.get_untracked(), Some(Refusal::MessageTooLong { max: 10 }.to_string()));
+    }
+
+    #[test]
+    fn a_deleted_line_shows_as_deleted() {
+        let _owner = reactive();
+        let (chat, _sent) = online();
+        chat.on_event(backlog(
+            "lobby",
+            BacklogKind::History,
+            vec![line("1-0", chat_line("spam")), line("2-0", chat_line("ok"))],
+        ));
+        chat.on_event(ServerEvent::Line(line("3-0", RoomEvent::Deleted { line: "1-0".parse().unwrap() })));
+        assert_eq!(bodies(&chat), [DELETED, "bob: ok"], "in place, without its author; the deletion adds no line");
+        assert_eq!(chat.lines.get_untracked()[0].kind, LineKind::Deleted);
+        let Some(After::PerRoom(after)) = chat.auth().after else { panic!("per room") };
+        assert_eq!(after["lobby"], Some(Presented::Valid(Position { ms: 3, seq: 0 })), "resumes after the deletion");
     }
 }

@@ -234,6 +234,11 @@ impl ChatService {
         Ok(name)
     }
 
+    /// The online user who has `name`, if any.
+    pub async fn user_named(&self, name: &Username) -> Result<Option<UserId>, BackendError> {
+        self.presence.user_named(name).await
+    }
+
     /// Publishes this node's status for every node's status page.
     pub async fn publish_status(&self, status: &NodeStatus) -> Result<(), BackendError> {
         self.presence.publish_status(status).await
@@ -271,10 +276,22 @@ impl ChatService {
         author: Option<&Username>,
         raw: Option<&Value>,
     ) -> Result<Position, Refusal> {
+        self.post_by(room, author, None, raw).await
+    }
+
+    /// Publishes a chat line from `author`, the name of `user`: the line is kept with its
+    /// user, so that the user's lines can be found again across renames (to forget them).
+    pub async fn post_by(
+        &self,
+        room: &RoomName,
+        author: Option<&Username>,
+        user: Option<&UserId>,
+        raw: Option<&Value>,
+    ) -> Result<Position, Refusal> {
         let author = author.ok_or(Refusal::NoUsername)?;
         let text = MessageText::parse(text_of(raw).ok_or(Refusal::MessageNotText)?, self.max_message_chars)?;
         let event = RoomEvent::Chat { author: author.to_string(), text: text.into_string() };
-        self.bus(room).publish(event).await.map_err(|err| {
+        self.bus(room).publish_by(event, user).await.map_err(|err| {
             tracing::error!(%author, %room, %err, "a chat line was not published; its sender is told");
             Refusal::Unavailable
         })

@@ -32,6 +32,10 @@ pub struct Settings {
     #[command(flatten)]
     pub lifecycle: LifecycleSettings,
 
+    /// The operators' API and how long chat is kept.
+    #[command(flatten)]
+    pub moderation: ModerationSettings,
+
     /// This node's name, shown to chatroom clients; defaults to HOST:PORT.
     #[arg(long, env = "CHATROOM_NODE_NAME", value_parser = parse_node_name)]
     pub node_name: Option<String>,
@@ -244,6 +248,60 @@ pub struct LifecycleSettings {
     #[arg(long, env = "CHATROOM_DRAIN_DELAY_SECS", default_value_t = 0,
           value_parser = clap::value_parser!(u64).range(0..=300))]
     pub drain_delay_secs: u64,
+}
+
+/// The operators' API and retention.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ModerationSettings {
+    /// The token the admin API (`/admin/…`) asks for as `Authorization: Bearer TOKEN`, at
+    /// least 32 characters; without it the API is off. Never logged.
+    #[arg(long, env = "CHATROOM_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<AdminToken>,
+
+    /// Days a room event is kept; older ones are deleted (checked at least hourly).
+    /// Fractions are allowed (0.001 is 86.4 s).
+    #[arg(long, env = "CHATROOM_RETENTION_DAYS", default_value = "30", value_parser = parse_retention)]
+    pub retention_days: Duration,
+}
+
+/// How often the retention is checked at most: hourly, or more often for a short one.
+pub fn retention_check_every(retention: Duration) -> Duration {
+    (retention / 4).clamp(Duration::from_secs(1), Duration::from_secs(3_600))
+}
+
+fn parse_retention(raw: &str) -> Result<Duration, String> {
+    let days: f64 = raw.parse().map_err(|_| format!("not a number of days: {raw:?}"))?;
+    if !(0.000_01..=3_650.0).contains(&days) {
+        return Err("expected 0.00001 to 3650 days".into());
+    }
+    Ok(Duration::from_secs_f64(days * 86_400.0))
+}
+
+/// The admin API's token; it never appears when printed or logged.
+#[derive(Clone, PartialEq, Eq)]
+pub struct AdminToken(String);
+
+impl AdminToken {
+    /// The token itself, to compare with what a request presents.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::str::FromStr for AdminToken {
+    type Err = String;
+    fn from_str(raw: &str) -> Result<Self, Self::Err> {
+        if raw.chars().count() < 32 || raw.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err("expected at least 32 characters, without spaces".into());
+        }
+        Ok(Self(raw.to_owned()))
+    }
+}
+
+impl std::fmt::Debug for AdminToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AdminToken(…)")
+    }
 }
 
 /// A Redis URL; its password never appears when it is printed or logged.

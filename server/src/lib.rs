@@ -3,6 +3,7 @@
 //! the status page for operators.
 
 pub mod addresses;
+pub mod admin;
 pub mod backend;
 pub mod backlog;
 pub mod chat;
@@ -11,6 +12,7 @@ pub mod configuration;
 pub mod health;
 pub mod limits;
 pub mod metrics;
+pub mod moderation;
 pub mod names;
 pub mod realtime;
 pub mod request_head;

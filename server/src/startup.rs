@@ -2,13 +2,18 @@
 //! delivery task, and a bounded graceful shutdown.
 
 use crate::addresses;
+use crate::admin;
 use crate::backend::BackendError;
-use crate::backend::redis::{RedisBuses, RedisPresence, RedisSessions};
+use crate::backend::memory::MemoryModeration;
+use crate::backend::moderation::Moderation;
+use crate::backend::redis::{RedisBuses, RedisModeration, RedisPresence, RedisSessions};
 use crate::chat::{Backends, ChatService};
 use crate::configuration::RedisUrl;
 use crate::configuration::Settings;
+use crate::configuration::retention_check_every;
 use crate::health::{self, Health};
 use crate::metrics::{self, Metrics};
+use crate::moderation::Moderator;
 use crate::realtime::{self, Pacers, Realtime};
 use crate::request_head;
 use crate::security::{self, AllowedOrigins};
@@ -100,6 +105,7 @@ impl Application {
             .unwrap_or_else(|| format!("{}:{}", gethostname::gethostname().to_string_lossy(), addr.port()));
 
         let mut background = Vec::new();
+        let mut moderation: Arc<dyn Moderation> = Arc::new(MemoryModeration::default());
         let chat = Arc::new(
             match &settings.redis.redis_url {
                 None => {
@@ -111,8 +117,9 @@ impl Application {
                     )
                 }
                 Some(url) => {
-                    let (chat, keep_alive) = cluster_chat(&settings, url, &node_name).await?;
+                    let (chat, keep_alive, shared) = cluster_chat(&settings, url, &node_name).await?;
                     background.push(keep_alive);
+                    moderation = shared;
                     tracing::info!(node = %node_name, redis = %url, "cluster node: the rooms are shared through Redis");
                     chat
                 }
@@ -134,6 +141,11 @@ impl Application {
         let addresses = Arc::new(settings.address_policy());
         let pacers =
             Arc::new(Pacers::new(io.clone(), usize::try_from(settings.limits.client_queue).unwrap_or(usize::MAX)));
+        let moderator = Arc::new(Moderator::new(chat.clone(), moderation, &node_name));
+        moderator.refresh().await;
+        background.push(tokio::spawn(moderator.clone().follow_sanctions()));
+        let retention = settings.moderation.retention_days;
+        background.push(tokio::spawn(moderator.clone().keep_retention(retention, retention_check_every(retention))));
         let realtime = Realtime::new(
             chat.clone(),
             &node_name,
@@ -141,9 +153,11 @@ impl Application {
             settings.rate_limits(),
             addresses.clone(),
             pacers.clone(),
+            moderator.clone(),
         )
         .with_max_rooms(usize::try_from(settings.room.max_rooms_per_connection).unwrap_or(usize::MAX));
         background.push(tokio::spawn(realtime.clone().sweep_presence()));
+        background.push(tokio::spawn(realtime.clone().follow_orders()));
         let health = Health::new(&node_name, chat.clone()).with_capacity(
             realtime.connection_count(),
             usize::try_from(settings.limits.max_connections).unwrap_or(usize::MAX),
@@ -169,6 +183,7 @@ impl Application {
             .layer(axum::middleware::from_fn(request_head::own_request_head))
             // Outside the socket layer, so that a draining node refuses before a handshake.
             .layer(axum::middleware::from_fn_with_state(health.clone(), health::gate_connections))
+            .layer(axum::middleware::from_fn_with_state(moderator.clone(), admin::refuse_banned))
             .layer(axum::middleware::from_fn_with_state(addresses, addresses::tag_client))
             .merge(health::routes(health.clone()));
         let board = StatusBoard::new(
@@ -182,7 +197,10 @@ impl Application {
         background.push(tokio::spawn(board.clone().publish()));
         // Metrics and the status page on their own address when one is given (kept off
         // the public port).
-        let operators = metrics::routes(metrics).merge(status::routes(board));
+        let mut operators = metrics::routes(metrics).merge(status::routes(board));
+        if let Some(token) = settings.moderation.admin_token.clone() {
+            operators = operators.merge(admin::routes(moderator.clone(), token));
+        }
         let router = match settings.listen.metrics_addr {
             None => router.merge(operators),
             Some(addr) => {
@@ -297,7 +315,7 @@ async fn cluster_chat(
     settings: &Settings,
     url: &RedisUrl,
     node_name: &str,
-) -> Result<(ChatService, JoinHandle<()>), StartupError> {
+) -> Result<(ChatService, JoinHandle<()>, Arc<dyn Moderation>), StartupError> {
     let redis_error = |source| StartupError::Redis { url: url.clone(), source };
     let client = match &settings.redis.redis_ca_cert {
         None => redis::Client::open(url.expose()),
@@ -320,7 +338,8 @@ async fn cluster_chat(
         .map_err(redis_error)?
         .with_policy(settings.rooms());
     let backends = Backends { sessions, buses: Arc::new(buses), presence: Arc::new(presence), rooms: settings.rooms() };
-    Ok((ChatService::new(backends, settings.max_message_chars()), keep_alive))
+    let moderation = Arc::new(RedisModeration::connect(&client).await.map_err(redis_error)?);
+    Ok((ChatService::new(backends, settings.max_message_chars()), keep_alive, moderation))
 }
 
 /// Leptos's site settings (output name, site root) from cargo-leptos's environment, with

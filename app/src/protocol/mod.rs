@@ -25,9 +25,9 @@ pub use events::{
 };
 pub use ids::{BadClientKey, BadPosition, ClientKey, Position, Presented};
 pub use payloads::{
-    After, Backlog, BacklogKind, ClientAuth, Hello, HistoryRequest, JoinRoom, LeaveRoom, Limits, MAX_OLDER_LINES,
-    Notice, Older, PROTOCOL_V1, PROTOCOL_VERSION, PresenceList, RoomCount, RoomEvent, RoomLine, RoomList, Say, WELCOME,
-    username_lost, username_set,
+    After, Backlog, BacklogKind, ClientAuth, DELETED, Hello, HistoryRequest, JoinRoom, LeaveRoom, Limits,
+    MAX_OLDER_LINES, Notice, Older, PROTOCOL_V1, PROTOCOL_VERSION, PresenceList, RoomCount, RoomEvent, RoomLine,
+    RoomList, Say, WELCOME, username_lost, username_set,
 };
 pub use rules::{
     DEFAULT_MAX_MESSAGE_CHARS, LOBBY, MAX_NAME_CHARS, MAX_ROOM_CHARS, MessageText, Refusal, RoomName, Username,

@@ -11,6 +11,9 @@ pub const PROTOCOL_VERSION: u32 = 2;
 /// The first structured protocol: one room (the lobby), payloads without a `room`.
 pub const PROTOCOL_V1: u32 = 1;
 
+/// What a client shows in place of a line an operator deleted.
+pub const DELETED: &str = "message deleted";
+
 /// Sent to a client alone when it connects.
 pub const WELCOME: &str = "Welcome to the chatroom!";
 
@@ -349,6 +352,12 @@ pub enum RoomEvent {
         /// Who left.
         author: String,
     },
+    /// An operator deleted a line: it is gone from the room's history, and a client
+    /// that shows it shows "message deleted" instead.
+    Deleted {
+        /// The position of the deleted line.
+        line: Position,
+    },
 }
 
 impl RoomEvent {
@@ -359,6 +368,7 @@ impl RoomEvent {
             RoomEvent::Joined { author } => format!("{author} joined the chatroom."),
             RoomEvent::Renamed { author, from } => format!("{from} is now known as {author}."),
             RoomEvent::Left { author } => format!("{author} left the chatroom."),
+            RoomEvent::Deleted { .. } => DELETED.to_owned(),
         }
     }
 
@@ -367,7 +377,8 @@ impl RoomEvent {
     pub fn legacy_text(&self) -> Option<String> {
         match self {
             RoomEvent::Chat { .. } | RoomEvent::Left { .. } => Some(self.text()),
-            RoomEvent::Joined { .. } | RoomEvent::Renamed { .. } => None,
+            // Legacy clients showed the line already; the replaced service never deleted.
+            RoomEvent::Joined { .. } | RoomEvent::Renamed { .. } | RoomEvent::Deleted { .. } => None,
         }
     }
 }

@@ -117,6 +117,18 @@ pub enum Refusal {
     /// Older lines could not be read (the backend is down).
     #[error("Could not load older lines: the chat service is unavailable, try again.")]
     HistoryUnavailable,
+    /// An operator muted the user: its lines are refused for a while.
+    #[error("You are muted for {minutes} more minutes.")]
+    Muted {
+        /// Whole minutes left, rounded up.
+        minutes: u64,
+    },
+    /// An operator banned the user or its address: it may not connect for a while.
+    #[error("You are banned from the chat for {minutes} more minutes.")]
+    Banned {
+        /// Whole minutes left, rounded up.
+        minutes: u64,
+    },
 }
 
 impl Refusal {
@@ -149,6 +161,8 @@ impl Refusal {
             Refusal::HistoryNotValid { .. } => "history_not_valid",
             Refusal::HistoryTooFast => "history_too_fast",
             Refusal::HistoryUnavailable => "history_unavailable",
+            Refusal::Muted { .. } => "muted",
+            Refusal::Banned { .. } => "banned",
         }
     }
 }

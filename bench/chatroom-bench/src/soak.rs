@@ -223,7 +223,10 @@ impl State {
             }
             // Every soak client comes back within the grace period: a leave is false.
             RoomEvent::Left { author } if author.starts_with("soak") => self.seen.false_leaves += 1,
-            RoomEvent::Left { .. } | RoomEvent::Joined { .. } | RoomEvent::Renamed { .. } => {}
+            RoomEvent::Left { .. }
+            | RoomEvent::Joined { .. }
+            | RoomEvent::Renamed { .. }
+            | RoomEvent::Deleted { .. } => {}
         }
     }
 }

@@ -8,6 +8,7 @@
 //! disagree. Rooms are independent: each has its own order, positions and epoch.
 
 pub mod memory;
+pub mod moderation;
 pub mod redis;
 
 use app::protocol::{BadPosition, ClientKey, Position, PresenceList, RoomEvent, RoomLine, RoomName, Username};
@@ -78,7 +79,7 @@ impl fmt::Display for SessionId {
 
 /// Who a connection belongs to: the client key of a chatroom client (its tabs and
 /// reconnects are one user), or the connection itself for any other client.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct UserId(String);
 
 impl UserId {
@@ -175,6 +176,9 @@ pub trait Presence: Send + Sync {
     /// for dead), and says which of them lost their name to someone else meanwhile.
     async fn sweep(&self) -> Result<Swept, BackendError>;
 
+    /// The online user who has `name` (or a name with the same keys), if any.
+    async fn user_named(&self, name: &Username) -> Result<Option<UserId>, BackendError>;
+
     /// Publishes this node's status for the status page of every node.
     async fn publish_status(&self, status: &NodeStatus) -> Result<(), BackendError>;
 
@@ -270,7 +274,26 @@ pub trait Buses: Send + Sync {
 #[async_trait]
 pub trait EventBus: Send + Sync {
     /// Appends an event and returns its position; an error means it was not published.
-    async fn publish(&self, event: RoomEvent) -> Result<Position, BackendError>;
+    async fn publish(&self, event: RoomEvent) -> Result<Position, BackendError> {
+        self.publish_by(event, None).await
+    }
+
+    /// Appends an event written by `user` (a chat line), kept with it so that the user's
+    /// lines can be found again (never sent to clients), and returns its position.
+    async fn publish_by(&self, event: RoomEvent, user: Option<&UserId>) -> Result<Position, BackendError>;
+
+    /// Removes the event at `position` and returns it (`None` when the bus does not hold
+    /// it). Unlike trimming, this leaves resuming readers alone: a reader that saw up to a
+    /// position before it still resumes, without the deleted event.
+    async fn delete(&self, position: Position) -> Result<Option<Delivered>, BackendError>;
+
+    /// Removes every event older than `oldest_ms` (ms since the Unix epoch), as trimming
+    /// does (a reader behind them gets a reset); returns how many went.
+    async fn trim_older_than(&self, oldest_ms: u64) -> Result<u64, BackendError>;
+
+    /// The positions of every chat line `user` wrote that the bus holds, oldest first
+    /// (not the joins and renames about it).
+    async fn written_by(&self, user: &UserId) -> Result<Vec<Position>, BackendError>;
 
     /// The position of the newest event (the default position when there is none).
     async fn tail(&self) -> Result<Position, BackendError>;

@@ -10,6 +10,7 @@ use crate::backend::SessionId;
 use crate::chat::{ChatService, Join, JoinName, name_on_connect};
 use crate::limits::{ConnectionLimits, Verdict};
 use crate::metrics::Metrics;
+use crate::moderation::Moderator;
 use app::protocol::{Notice, OLDER, Older, Position, Presented, ROOMS, Refusal, RoomCount, RoomList, RoomName};
 use serde_json::Value;
 use std::sync::Arc;
@@ -41,6 +42,8 @@ pub(super) struct Connection {
     pub(super) connected: Arc<AtomicUsize>,
     /// How many each address holds.
     pub(super) addresses: Arc<AddressPolicy>,
+    /// The sanctions in force.
+    pub(super) moderator: Arc<Moderator>,
 }
 
 impl Connection {
@@ -116,8 +119,11 @@ impl Connection {
                 if !member.is_in(&room) {
                     return member.outbox.refuse_in(label, &Refusal::NotInRoom { room: room.to_string() });
                 }
+                if let Some(refusal) = self.moderator.refuses_line(&member.user, self.addr) {
+                    return member.outbox.refuse_in(label, &refusal);
+                }
                 let started = std::time::Instant::now();
-                match chat.post(&room, member.name().as_ref(), raw.as_ref()).await {
+                match chat.post_by(&room, member.name().as_ref(), Some(&member.user), raw.as_ref()).await {
                     Ok(_) => Metrics::observe(&metrics.publish_seconds, started.elapsed()),
                     Err(refusal) => {
                         if refusal == Refusal::Unavailable {

@@ -10,6 +10,7 @@
 
 use super::inbox::{EventQueue, Inbound, NotQueued};
 use super::outbox::Outbox;
+use crate::addresses::ClientAddr;
 use crate::backend::{Delivered, SessionId, UserId};
 use crate::backlog::MAX_BACKLOG_BYTES;
 use crate::metrics::ClientLabels;
@@ -46,6 +47,7 @@ fn held_bytes(event: &RoomEvent) -> usize {
     let text = match event {
         RoomEvent::Chat { author, text } | RoomEvent::Renamed { author, from: text } => author.len() + text.len(),
         RoomEvent::Joined { author } | RoomEvent::Left { author } => author.len(),
+        RoomEvent::Deleted { .. } => 0,
     };
     text + 64
 }
@@ -134,6 +136,8 @@ pub(super) struct Member {
     queue: Arc<EventQueue>,
     /// How it is counted among the connected clients.
     pub(super) labels: ClientLabels,
+    /// Where it comes from.
+    pub(super) addr: ClientAddr,
 }
 
 impl Member {
@@ -145,6 +149,7 @@ impl Member {
         user: UserId,
         labels: ClientLabels,
         queue: Arc<EventQueue>,
+        addr: ClientAddr,
     ) -> Self {
         Self {
             outbox,
@@ -156,6 +161,7 @@ impl Member {
             gone: Arc::new(Notify::new()),
             queue,
             labels,
+            addr,
         }
     }
 

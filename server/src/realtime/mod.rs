@@ -23,10 +23,12 @@ mod polling;
 pub use polling::{Pacers, watch_polls};
 
 use crate::addresses::{AddressPolicy, ClientAddr};
+use crate::backend::moderation::Order;
 use crate::backend::{SessionId, UserId};
 use crate::chat::ChatService;
 use crate::limits::{ConnectionLimits, RateLimits, Verdict};
 use crate::metrics::{ClientLabels, Metrics};
+use crate::moderation::Moderator;
 use app::protocol::{
     After, ClientAuth, HISTORY, Hello, HistoryRequest, JOIN, JoinRoom, LEAVE, LeaveRoom, MAX_OLDER_LINES, MESSAGE,
     Notice, Position, Presented, ROOMS, Refusal, RoomName, SET_USERNAME, Say,
@@ -71,6 +73,7 @@ pub struct Realtime {
     addresses: Arc<AddressPolicy>,
     pacers: Arc<Pacers>,
     max_rooms: usize,
+    moderator: Arc<Moderator>,
 }
 
 impl Realtime {
@@ -82,6 +85,7 @@ impl Realtime {
         limits: RateLimits,
         addresses: Arc<AddressPolicy>,
         pacers: Arc<Pacers>,
+        moderator: Arc<Moderator>,
     ) -> Self {
         Self {
             hub: Arc::new(Hub::new(chat.clone(), metrics.clone())),
@@ -94,6 +98,7 @@ impl Realtime {
             addresses,
             pacers,
             max_rooms: DEFAULT_MAX_ROOMS_PER_CONNECTION,
+            moderator,
         }
     }
 
@@ -159,6 +164,38 @@ impl Realtime {
         }
     }
 
+    /// Carries out the operators' orders for the life of the node: closes the
+    /// connections of a kicked or banned user here, and puts a mute or ban of a keyless
+    /// user on its connections' addresses.
+    pub async fn follow_orders(self) {
+        let mut orders = self.moderator.store().orders();
+        loop {
+            let order = match orders.recv().await {
+                Ok(order) => order,
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(missed)) => {
+                    tracing::warn!(missed, "orders were missed: the node was too busy to read them");
+                    continue;
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+            };
+            let (user, then, close) = match order {
+                Order::Kick { user, then } => (user, then, true),
+                Order::Mark { user, then } => (user, Some(then), false),
+                Order::Refresh => continue,
+            };
+            for member in self.hub.snapshot().into_iter().filter(|member| member.user == user) {
+                if let Some(then) = then.filter(|_| !member.user.can_return()) {
+                    let name = member.name().map(|name| name.to_string()).unwrap_or_default();
+                    self.moderator.carry_over(then, &name, member.addr).await;
+                }
+                if close {
+                    tracing::info!(sid = %member.sid, "closing a connection on an operator's order");
+                    member.outbox.disconnect();
+                }
+            }
+        }
+    }
+
     /// How far this node's delivery of the lobby is behind its newest event (`None`
     /// when the bus does not answer).
     pub async fn delivery_lag(&self) -> Option<Duration> {
@@ -199,6 +236,12 @@ impl Realtime {
             }
             None => UserId::of_connection(&sid),
         };
+        if let Some(refusal) = self.moderator.refuses_user(&user) {
+            // Banned: told why, and let go before it is anywhere.
+            Outbox::new(socket.clone(), auth.is_some(), self.metrics.clone(), &self.pacers).refuse(&refusal);
+            let _ = socket.disconnect();
+            return;
+        }
         let speaks = match &auth {
             None => Speaks::Legacy,
             Some(auth) if auth.has_rooms() => Speaks::V2,
@@ -223,7 +266,7 @@ impl Realtime {
         }
         let outbox = Outbox::new(socket.clone(), auth.is_some(), self.metrics.clone(), &self.pacers);
         let queue = Arc::new(EventQueue::default());
-        let member = Arc::new(Member::new(outbox.clone(), sid.clone(), speaks, user, labels, queue.clone()));
+        let member = Arc::new(Member::new(outbox.clone(), sid.clone(), speaks, user, labels, queue.clone(), addr));
         self.hub.insert(member.clone());
         if speaks != Speaks::V2 {
             // In the lobby from the start; a chatroom client's live events are held until
@@ -255,6 +298,7 @@ impl Realtime {
             metrics: self.metrics.clone(),
             connected: self.connected.clone(),
             addresses: self.addresses.clone(),
+            moderator: self.moderator.clone(),
         };
         self.tasks.spawn(connection.serve());
     }

@@ -189,7 +189,7 @@ async fn a_draining_node_keeps_its_pinned_polling_clients_until_it_lets_them_go(
     let cluster =
         Cluster::start_with(&[("CHATROOM_DRAIN_DELAY_SECS", "4"), ("CHATROOM_SHUTDOWN_TIMEOUT_SECS", "15")]).await;
     let host = cluster.url.trim_start_matches("http://").to_owned();
-    for path in ["/metrics", "/status", "/status.json"] {
+    for path in ["/metrics", "/status", "/status.json", "/admin/audit"] {
         assert_eq!(http_get(&host, path).await.0, 404, "{path} is not public behind nginx");
     }
     // Polling clients are pinned by address: this one and every later one go to `pinned`.

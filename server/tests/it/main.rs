@@ -11,6 +11,7 @@
 //! - `faults`: Redis losing its data, stalling, or a node taken for dead by mistake;
 //! - `load_balancer`: nodes behind nginx;
 //! - `hostile`: clients that mean harm or misbehave;
+//! - `moderation`: operators deleting, muting, banning and forgetting, and retention;
 //! - `health`, `drain`, `limits`, `node`, `tls`: operating a node (and its status page).
 #![allow(clippy::unwrap_used)] // a panic in a test is its failure report
 
@@ -24,6 +25,7 @@ mod health;
 mod hostile;
 mod limits;
 mod load_balancer;
+mod moderation;
 mod node;
 mod older;
 mod presence;

@@ -124,8 +124,37 @@ impl MemoryBus {
 
 #[async_trait]
 impl EventBus for MemoryBus {
-    async fn publish(&self, event: RoomEvent) -> Result<Position, BackendError> {
-        Ok(self.append(event, None))
+    async fn publish_by(&self, event: RoomEvent, user: Option<&UserId>) -> Result<Position, BackendError> {
+        Ok(self.append(event, user.cloned()))
+    }
+
+    async fn delete(&self, position: Position) -> Result<Option<Delivered>, BackendError> {
+        let mut ring = self.ring();
+        let Ok(at) = ring.events.binary_search_by(|d| d.position.cmp(&position)) else { return Ok(None) };
+        // Not a trim: `max_deleted` stays, so readers before it still resume.
+        Ok(ring.events.remove(at))
+    }
+
+    async fn trim_older_than(&self, oldest_ms: u64) -> Result<u64, BackendError> {
+        let mut ring = self.ring();
+        let mut trimmed = 0;
+        while ring.events.front().is_some_and(|d| d.position.ms < oldest_ms) {
+            if let Some(gone) = ring.events.pop_front() {
+                ring.max_deleted = gone.position;
+                trimmed += 1;
+            }
+        }
+        Ok(trimmed)
+    }
+
+    async fn written_by(&self, user: &UserId) -> Result<Vec<Position>, BackendError> {
+        Ok(self
+            .ring()
+            .events
+            .iter()
+            .filter(|d| d.user.as_ref() == Some(user) && matches!(d.event, RoomEvent::Chat { .. }))
+            .map(|d| d.position)
+            .collect())
     }
 
     async fn tail(&self) -> Result<Position, BackendError> {

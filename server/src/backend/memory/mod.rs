@@ -3,9 +3,11 @@
 //! so that one node behaves as one node of a cluster would.
 
 mod bus;
+mod moderation;
 mod presence;
 mod sessions;
 
 pub use bus::{MemoryBus, MemoryBuses};
+pub use moderation::{MemoryModeration, ORDERS_WAITING};
 pub use presence::MemoryPresence;
 pub use sessions::MemorySessions;

@@ -283,6 +283,11 @@ impl Presence for MemoryPresence {
         Ok(Swept { left, lost: Vec::new() })
     }
 
+    async fn user_named(&self, name: &Username) -> Result<Option<UserId>, BackendError> {
+        let roster = self.roster();
+        Ok(NameKeys::of(name).iter().find_map(|key| roster.owners.get(key).cloned()))
+    }
+
     async fn publish_status(&self, status: &NodeStatus) -> Result<(), BackendError> {
         *self.status.lock() = Some(status.clone());
         Ok(())

@@ -26,8 +26,11 @@ use tokio::sync::Notify;
 
 /// The stream field holding an event's JSON.
 const EVENT_FIELD: &str = "e";
-/// The stream field naming the user a join or rename is about (see `room.lua`).
+/// The stream field naming the user a join or rename is about (see `room.lua`), or who
+/// wrote a chat line.
 const USER_FIELD: &str = "u";
+/// Entries read at a time when a room's stream is scanned (for a user's lines).
+const SCAN_PAGE: usize = 500;
 /// How long a reader waits for a wake-up before it reads its room anyway (and looks at
 /// the epoch).
 const POLL: Duration = Duration::from_secs(2);
@@ -270,13 +273,61 @@ fn decode_entry(id: &str, fields: &HashMap<String, redis::Value>) -> Option<Deli
 
 #[async_trait]
 impl EventBus for RedisBus {
-    async fn publish(&self, event: RoomEvent) -> Result<Position, BackendError> {
+    async fn publish_by(&self, event: RoomEvent, user: Option<&UserId>) -> Result<Position, BackendError> {
         let json = serde_json::to_string(&event)?;
         let deadline = self.redis_now_ms().await? + PUBLISH_DEADLINE_MS;
         let mut invocation = self.invocation("publish");
         invocation.arg(self.shared.max_len).arg(deadline).arg(json);
+        if let Some(user) = user {
+            invocation.arg(user.as_str());
+        }
         let id: Option<String> = invocation.invoke_async(&mut self.shared.writer.clone()).await?;
         Ok(id.ok_or(BackendError::PastDeadline)?.parse()?)
+    }
+
+    async fn delete(&self, position: Position) -> Result<Option<Delivered>, BackendError> {
+        let mut invocation = self.invocation("delete");
+        invocation.arg(position.to_string());
+        let found: Option<(String, String)> = invocation.invoke_async(&mut self.shared.writer.clone()).await?;
+        let Some((json, user)) = found else { return Ok(None) };
+        let user = (!user.is_empty()).then(|| UserId::from_stored(user));
+        Ok(Some(Delivered { position, event: serde_json::from_str(&json)?, user }))
+    }
+
+    async fn trim_older_than(&self, oldest_ms: u64) -> Result<u64, BackendError> {
+        let trimmed: u64 = redis::cmd("XTRIM")
+            .arg(&self.keys.stream)
+            .arg("MINID")
+            .arg(format!("{oldest_ms}-0"))
+            .query_async(&mut self.shared.writer.clone())
+            .await?;
+        Ok(trimmed)
+    }
+
+    async fn written_by(&self, user: &UserId) -> Result<Vec<Position>, BackendError> {
+        let mut found = Vec::new();
+        let mut from = "-".to_owned();
+        loop {
+            let page: StreamRangeReply = redis::cmd("XRANGE")
+                .arg(&self.keys.stream)
+                .arg(&from)
+                .arg("+")
+                .arg("COUNT")
+                .arg(SCAN_PAGE)
+                .query_async(&mut self.shared.history.clone())
+                .await?;
+            for entry in &page.ids {
+                let by_user = decode_entry(&entry.id, &entry.map)
+                    .is_some_and(|d| d.user.as_ref() == Some(user) && matches!(d.event, RoomEvent::Chat { .. }));
+                if by_user {
+                    found.push(entry.id.parse()?);
+                }
+            }
+            match page.ids.last() {
+                Some(last) if page.ids.len() == SCAN_PAGE => from = format!("({}", last.id),
+                _ => return Ok(found),
+            }
+        }
     }
 
     async fn tail(&self) -> Result<Position, BackendError> {

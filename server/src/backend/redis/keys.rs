@@ -33,6 +33,16 @@ pub fn global_keys() -> [String; 14] {
     .map(|name| format!("{GLOBAL}{name}"))
 }
 
+/// Hash: sanction key (`mute|user:…`, `ban|address:…`) → the sanction's JSON.
+pub const SANCTIONS_KEY: &str = "chatroom:{global}:sanctions";
+
+/// Stream: the operators' actions, newest kept.
+pub const AUDIT_KEY: &str = "chatroom:{global}:audit";
+
+/// The channel on which orders to every node travel (close a user's connections, read
+/// the sanctions again).
+pub const ORDERS_CHANNEL: &str = "chatroom:orders";
+
 /// Hash: node → its last published status (JSON), for the status page. Not a script key.
 pub fn status_key() -> String {
     format!("{GLOBAL}status")

@@ -6,10 +6,12 @@
 
 mod bus;
 pub mod keys;
+mod moderation;
 mod presence;
 mod sessions;
 
 pub use bus::{RedisBus, RedisBuses, bus_script};
+pub use moderation::RedisModeration;
 pub use presence::{PresenceTimings, RedisPresence};
 pub use sessions::{RedisSessions, session_key};
 

@@ -389,6 +389,18 @@ impl Presence for RedisPresence {
         Ok(Swept { left: left + synced.left, lost: synced.lost })
     }
 
+    async fn user_named(&self, name: &Username) -> Result<Option<UserId>, BackendError> {
+        let names = &self.global_keys[2];
+        let mut conn = self.conn.clone();
+        for key in NameKeys::of(name).iter() {
+            let owner: Option<String> = redis::cmd("HGET").arg(names).arg(key.as_str()).query_async(&mut conn).await?;
+            if let Some(owner) = owner {
+                return Ok(Some(UserId::from_stored(owner)));
+            }
+        }
+        Ok(None)
+    }
+
     async fn publish_status(&self, status: &NodeStatus) -> Result<(), BackendError> {
         let json = serde_json::to_string(status)?;
         let mut conn = self.conn.clone();

@@ -13,8 +13,14 @@ pub async fn http_get(addr: &str, path: &str) -> (u16, String) {
 /// A GET with more headers; returns the status code, the response head (lower-cased)
 /// and the body. A WebSocket upgrade answered with 101 returns at once, body empty.
 pub async fn http_get_with(addr: &str, path: &str, headers: &[(&str, &str)]) -> (u16, String, String) {
+    http_request(addr, "GET", path, headers).await
+}
+
+/// A request without a body (`POST`, `DELETE`, …) with these headers; returns the status
+/// code, the response head (lower-cased) and the body.
+pub async fn http_request(addr: &str, method: &str, path: &str, headers: &[(&str, &str)]) -> (u16, String, String) {
     let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
-    let mut request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    let mut request = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: 0\r\n");
     for (name, value) in headers {
         request.push_str(&format!("{name}: {value}\r\n"));
     }

@@ -11,7 +11,7 @@ mod raw;
 
 pub use app::{spawn_app, spawn_app_with};
 pub use client::*;
-pub use http::{get_json, host_of, http_get, http_get_with};
+pub use http::{get_json, host_of, http_get, http_get_with, http_request};
 pub use processes::{Node, RedisServer};
 pub use raw::{RawSocket, raw_socket};
 
