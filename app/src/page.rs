@@ -302,7 +302,8 @@ pub fn ChatPage() -> impl IntoView {
                     </p>
                     <For
                         each=move || chat.lines.get()
-                        key=|line| (line.id, line.day_start)
+                        // A line is drawn again when a day starts at it or it is deleted.
+                        key=|line| (line.id, line.day_start, line.kind == LineKind::Deleted)
                         children=render_line
                     />
                 </div>
