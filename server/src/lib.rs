@@ -13,6 +13,7 @@ pub mod health;
 pub mod limits;
 pub mod metrics;
 pub mod moderation;
+pub mod moderation_view;
 pub mod names;
 pub mod realtime;
 pub mod request_head;

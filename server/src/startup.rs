@@ -14,6 +14,7 @@ use crate::configuration::retention_check_every;
 use crate::health::{self, Health};
 use crate::metrics::{self, Metrics};
 use crate::moderation::Moderator;
+use crate::moderation_view;
 use crate::realtime::{self, Pacers, Realtime};
 use crate::request_head;
 use crate::security::{self, AllowedOrigins};
@@ -199,7 +200,9 @@ impl Application {
         // the public port).
         let mut operators = metrics::routes(metrics).merge(status::routes(board));
         if let Some(token) = settings.moderation.admin_token.clone() {
-            operators = operators.merge(admin::routes(moderator.clone(), token));
+            operators = operators
+                .merge(admin::routes(moderator.clone(), token.clone()))
+                .merge(moderation_view::routes(moderator.clone(), chat.clone(), token));
         }
         let router = match settings.listen.metrics_addr {
             None => router.merge(operators),
