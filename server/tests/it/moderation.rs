@@ -119,3 +119,32 @@ async fn without_a_token_the_api_is_off_and_retention_deletes_old_events() {
     let backlog = fresh.wait_for("backlog", |_| true, |_, _| {}).await;
     assert!(!backlog.to_string().contains("soon gone"), "{backlog}");
 }
+
+#[tokio::test]
+async fn a_legacy_client_is_kicked_and_then_muted_by_its_address_from_the_other_node() {
+    let redis = RedisServer::start().await;
+    let node1 = Node::spawn(&redis.url(), "node-1", &["--admin-token", TOKEN]).await;
+    let node2 = Node::spawn(&redis.url(), "node-2", &["--admin-token", TOKEN]).await;
+    let mut watcher = Client::user(&node2.url(), "watcher").await.with_name("watcher").await;
+    let mut leg = Client::named(&node2.url(), "leg").await;
+    watcher.wait_for("line", |l| l["kind"] == "joined" && l["author"] == "leg", |_, _| {}).await;
+
+    // Kicked from node-1: its connection on node-2 closes, and the room hears it leave.
+    assert_eq!(admin(&node1, "POST", "/admin/users/leg/kick").await.0, 200);
+    leg.until_disconnected().await;
+    watcher.wait_for("line", |l| l["kind"] == "left" && l["author"] == "leg", |_, _| {}).await;
+
+    // Muted: a keyless client is a user of one connection, so the mute holds its address,
+    // on a new connection under another name too.
+    let mut leg = Client::named(&node2.url(), "leg").await;
+    assert_eq!(admin(&node1, "POST", "/admin/users/leg/mute?minutes=3").await.0, 200);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    leg.send("can I talk?").await;
+    assert_eq!(leg.next_message().await, "You are muted for 3 more minutes.");
+    leg.close().await;
+    let mut again = Client::named(&node1.url(), "leg-again").await;
+    again.send("and now?").await;
+    assert_eq!(again.next_message().await, "You are muted for 3 more minutes.");
+    let heard = watcher.events_within(QUIET).await;
+    assert!(!heard.iter().any(|(_, arg)| arg.to_string().contains("now?")), "{heard:?}");
+}
