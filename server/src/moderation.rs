@@ -130,12 +130,19 @@ impl Moderator {
     /// Deletes the chat line at `position` of `room`, and tells the room.
     pub async fn delete_line(&self, room: &RoomName, position: Position) -> Result<Done, ModerationError> {
         let bus = self.chat.bus(room);
-        let deleted = bus.delete(position).await?;
-        let Some(deleted) = deleted else { return Err(ModerationError::NoSuchLine { room: room.clone(), position }) };
-        if !matches!(deleted.event, RoomEvent::Chat { .. }) {
-            // Put back what is not a line: joins and leaves keep the presence list right.
-            bus.publish_by(deleted.event, deleted.user.as_ref()).await?;
-            return Err(ModerationError::NotALine(position));
+        // The event at `position`: the newest before the one just after it.
+        let after = Position { ms: position.ms, seq: position.seq.saturating_add(1) };
+        let found = bus.newest(Some(after), 1).await?.into_iter().find(|d| d.position == position);
+        match found {
+            None => return Err(ModerationError::NoSuchLine { room: room.clone(), position }),
+            // Joins, renames and leaves stay: they keep the presence list right.
+            Some(found) if !matches!(found.event, RoomEvent::Chat { .. }) => {
+                return Err(ModerationError::NotALine(position));
+            }
+            Some(_) => {}
+        }
+        if bus.delete(position).await?.is_none() {
+            return Err(ModerationError::NoSuchLine { room: room.clone(), position });
         }
         bus.publish(RoomEvent::Deleted { line: position }).await?;
         self.done("delete", format!("#{room} {position}"), "1 line deleted".into()).await
@@ -374,6 +381,10 @@ mod tests {
         // A reader that saw up to the kept line still resumes (a deletion is not a trim).
         assert!(chat.bus(&lobby).range_after(kept, 10).await.is_ok());
         assert!(matches!(moderator.delete_line(&lobby, gone).await, Err(ModerationError::NoSuchLine { .. })));
+        // A join is no line: it stays where it is.
+        let joined = chat.bus(&lobby).newest(Some(kept), 1).await.unwrap()[0].position;
+        assert!(matches!(moderator.delete_line(&lobby, joined).await, Err(ModerationError::NotALine(_))));
+        assert_eq!(chat.bus(&lobby).newest(Some(kept), 1).await.unwrap()[0].position, joined);
         let audit = moderator.store().audit(10).await.unwrap();
         assert_eq!(audit[0].action, "delete");
     }
