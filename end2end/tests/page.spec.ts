@@ -147,6 +147,49 @@ test("the title counts lines that come while the tab is hidden, and mentions are
   await page.context().close();
 });
 
+test("a mention while hidden raises a desktop notification once they are allowed", async ({ browser }) => {
+  const context = await browser.newContext();
+  // Headless Chromium shows no notifications: the page's calls are recorded instead.
+  await context.addInitScript(() => {
+    const shown: string[] = [];
+    (window as unknown as { shown: string[] }).shown = shown;
+    class Recorded {
+      static permission = "granted";
+      static requestPermission() {
+        return Promise.resolve("granted");
+      }
+      constructor(title: string, options?: { body?: string }) {
+        shown.push(`${title} | ${options?.body ?? ""}`);
+      }
+    }
+    Object.defineProperty(window, "Notification", { value: Recorded, configurable: true });
+  });
+  const page = await context.newPage();
+  await page.goto(server.url + "/");
+  await expect(page.locator("#status")).toHaveAttribute("data-state", "online");
+  await setName(page, "nora");
+  // Allowed already: no button to ask.
+  await expect(page.locator("#ask-notifications")).toHaveCount(0);
+  await setHidden(page, true);
+  const bob = await person(server, "bob");
+  await sendAll(bob, "bob", ["no mention here", "nora, are you around?"]);
+  await expect(page).toHaveTitle("(2) Online Chatroom");
+  await expect.poll(() => page.evaluate(() => (window as unknown as { shown: string[] }).shown)).toEqual([
+    "bob mentioned you | nora, are you around?",
+  ]);
+  bob.close();
+  await context.close();
+});
+
+test("reduced motion turns the page's transitions off", async ({ browser }) => {
+  const page = await openChat(browser, { reducedMotion: "reduce" });
+  await expect(page.locator("#new-lines")).toHaveCSS("transition-duration", "0s");
+  await page.context().close();
+  const moving = await openChat(browser);
+  await expect(moving.locator("#new-lines")).toHaveCSS("transition-duration", "0.2s");
+  await moving.context().close();
+});
+
 test("the composer: focus after the name, the server's limits, counters, the name remembered", async ({ browser }) => {
   const page = await openChat(browser);
   await expect(page.locator("#username")).toHaveAttribute("maxlength", "32");
