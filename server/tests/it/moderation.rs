@@ -1,6 +1,7 @@
 //! Operators at work through the admin API, on two nodes sharing a real Redis: a line
 //! deleted, a user muted, kicked, banned (and the ban lifted), everything a user wrote
-//! forgotten, each seen from clients on the other node; the token checks; retention.
+//! forgotten, each seen from chatroom and legacy clients on the other node; the token
+//! checks; retention.
 
 use crate::support::{Client, Node, RedisServer, Transport, host_of, http_request, key_auth};
 use serde_json::{Value, json};
@@ -147,4 +148,15 @@ async fn a_legacy_client_is_kicked_and_then_muted_by_its_address_from_the_other_
     assert_eq!(again.next_message().await, "You are muted for 3 more minutes.");
     let heard = watcher.events_within(QUIET).await;
     assert!(!heard.iter().any(|(_, arg)| arg.to_string().contains("now?")), "{heard:?}");
+
+    // Banned: closed, and a new connection from its address refused before the handshake.
+    assert_eq!(admin(&node2, "POST", "/admin/users/leg-again/ban?minutes=2").await.0, 200);
+    again.until_disconnected().await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for node in [&node1, &node2] {
+        let (status, _, body) =
+            http_request(host_of(&node.url()), "GET", "/socket.io/?EIO=4&transport=polling", &[]).await;
+        assert_eq!(status, 403, "{body}");
+        assert!(body.contains("You are banned from the chat for 2 more minutes."), "{body}");
+    }
 }
