@@ -92,25 +92,7 @@ pub async fn read(
 async fn history(bus: &dyn EventBus, limits: HistoryLimits) -> Result<Vec<Delivered>, BackendError> {
     let max_age_ms = u64::try_from(limits.max_age.as_millis()).unwrap_or(u64::MAX);
     let oldest_ms = crate::clock::now_ms().saturating_sub(max_age_ms);
-    let mut newest_first: Vec<Delivered> = Vec::new();
-    let mut bytes = 0;
-    'pages: while newest_first.len() < limits.len {
-        let asked = PAGE.min(limits.len - newest_first.len());
-        let page = bus.newest(newest_first.last().map(|d| d.position), asked).await?;
-        let short = page.len() < asked;
-        for delivered in page {
-            bytes += line_bytes(&delivered);
-            if delivered.position.ms < oldest_ms || bytes > MAX_BACKLOG_BYTES {
-                break 'pages;
-            }
-            newest_first.push(delivered);
-        }
-        if short {
-            break;
-        }
-    }
-    newest_first.reverse();
-    Ok(newest_first)
+    Ok(newest_within(bus, None, limits.len, oldest_ms).await?.0)
 }
 
 /// Up to `limit` events before `before`, oldest first, within [`MAX_BACKLOG_BYTES`], and
@@ -120,27 +102,41 @@ pub async fn older(bus: &dyn EventBus, before: Position, limit: usize) -> Result
         // Nothing comes before the first position (and Redis refuses the range).
         return Ok((Vec::new(), true));
     }
+    newest_within(bus, Some(before), limit, 0).await
+}
+
+/// Up to `max` events before `before` (the newest without it), none older than
+/// `oldest_ms`, within [`MAX_BACKLOG_BYTES`], read a page at a time; oldest first, and
+/// whether nothing older is left (the bus's oldest event or `oldest_ms` was reached).
+async fn newest_within(
+    bus: &dyn EventBus,
+    before: Option<Position>,
+    max: usize,
+    oldest_ms: u64,
+) -> Result<(Vec<Delivered>, bool), BackendError> {
     let mut newest_first: Vec<Delivered> = Vec::new();
     let mut bytes = 0;
-    // One more than asked tells whether anything older is left.
-    while newest_first.len() <= limit {
-        let asked = PAGE.min(limit + 1 - newest_first.len());
-        let page = bus.newest(Some(newest_first.last().map_or(before, |d| d.position)), asked).await?;
+    let complete = 'pages: loop {
+        // One more than `max` tells whether anything older is left.
+        let asked = PAGE.min(max + 1 - newest_first.len());
+        let page = bus.newest(newest_first.last().map(|d| d.position).or(before), asked).await?;
         let short = page.len() < asked;
         for delivered in page {
+            if delivered.position.ms < oldest_ms {
+                break 'pages true;
+            }
             bytes += line_bytes(&delivered);
-            if newest_first.len() == limit || bytes > MAX_BACKLOG_BYTES {
-                newest_first.reverse();
-                return Ok((newest_first, false));
+            if newest_first.len() == max || bytes > MAX_BACKLOG_BYTES {
+                break 'pages false;
             }
             newest_first.push(delivered);
         }
         if short {
-            break;
+            break true;
         }
-    }
+    };
     newest_first.reverse();
-    Ok((newest_first, true))
+    Ok((newest_first, complete))
 }
 
 /// The size of an event as a line of a backlog, in JSON (with its separating comma).
