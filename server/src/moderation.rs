@@ -83,37 +83,34 @@ impl Moderator {
 
     /// Why a line of `user` from `addr` is refused now, if it is (muted).
     pub fn refuses_line(&self, user: &UserId, addr: ClientAddr) -> Option<Refusal> {
-        self.left(SanctionKind::Mute, user, Some(addr)).map(|minutes| Refusal::Muted { minutes })
+        let held = |target: &Target| match target {
+            Target::User(held) => held == user,
+            Target::Address(held) => *held == addr.0,
+        };
+        self.minutes_left(SanctionKind::Mute, held).map(|minutes| Refusal::Muted { minutes })
     }
 
     /// Why a connection of `user` is refused now, if it is (banned).
     pub fn refuses_user(&self, user: &UserId) -> Option<Refusal> {
-        self.left(SanctionKind::Ban, user, None).map(|minutes| Refusal::Banned { minutes })
+        let held = |target: &Target| matches!(target, Target::User(held) if held == user);
+        self.minutes_left(SanctionKind::Ban, held).map(|minutes| Refusal::Banned { minutes })
     }
 
     /// Why a new connection from `addr` is refused now, if it is (banned).
     pub fn refuses_address(&self, addr: ClientAddr) -> Option<Refusal> {
-        let now = crate::clock::now_ms();
-        let sanctions = self.sanctions.read();
-        let until = sanctions
-            .iter()
-            .filter(|s| s.kind == SanctionKind::Ban && s.target == Target::Address(addr.0) && s.in_force(now))
-            .map(|s| s.until_ms)
-            .max()?;
-        Some(Refusal::Banned { minutes: minutes_left(until, now) })
+        let held = |target: &Target| target == &Target::Address(addr.0);
+        self.minutes_left(SanctionKind::Ban, held).map(|minutes| Refusal::Banned { minutes })
     }
 
-    /// Whole minutes left of the sanction of `kind` on `user` (or on `addr`), if any.
-    fn left(&self, kind: SanctionKind, user: &UserId, addr: Option<ClientAddr>) -> Option<u64> {
+    /// Whole minutes left of the longest sanction of `kind` in force on a target `held`
+    /// picks, if any.
+    fn minutes_left(&self, kind: SanctionKind, held: impl Fn(&Target) -> bool) -> Option<u64> {
         let now = crate::clock::now_ms();
-        let sanctions = self.sanctions.read();
-        let until = sanctions
+        let until = self
+            .sanctions
+            .read()
             .iter()
-            .filter(|s| s.kind == kind && s.in_force(now))
-            .filter(|s| match &s.target {
-                Target::User(held) => held == user,
-                Target::Address(held) => addr.is_some_and(|addr| addr.0 == *held),
-            })
+            .filter(|s| s.kind == kind && s.in_force(now) && held(&s.target))
             .map(|s| s.until_ms)
             .max()?;
         Some(minutes_left(until, now))
