@@ -226,7 +226,8 @@ impl Moderator {
     /// Keeps events no longer than `retention`, checking every `every`, for the life of
     /// the node.
     pub async fn keep_retention(self: Arc<Self>, retention: Duration, every: Duration) {
-        let mut ticks = tokio::time::interval(every);
+        // The first check waits a period: start-up (and a reconnect storm) has enough to do.
+        let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             ticks.tick().await;
