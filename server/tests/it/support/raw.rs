@@ -1,7 +1,9 @@
 //! Raw WebSocket clients of a node's Socket.IO endpoint: what no well-behaved library
 //! sends (or never reads), for the hostile-client and limit tests.
 
-use futures::SinkExt;
+use std::time::Duration;
+
+use futures::{SinkExt, StreamExt};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::{Error, Message};
@@ -11,7 +13,9 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 pub type RawSocket = WebSocketStream<MaybeTlsStream<tokio::net::TcpStream>>;
 
 /// Opens a WebSocket to `url`'s Socket.IO endpoint with extra `headers` and sends the
-/// Socket.IO CONNECT (with `auth` when given); the HTTP status when the node refuses.
+/// Socket.IO CONNECT (with `auth` when given), then waits for its answer: socketioxide
+/// closes a socket that sends an event before its CONNECT is done, as no library does.
+/// The HTTP status when the node refuses.
 pub async fn raw_socket(url: &str, auth: Option<&str>, headers: &[(&str, &str)]) -> Result<RawSocket, u16> {
     let ws_url = format!("{}/socket.io/?EIO=4&transport=websocket", url.replacen("http", "ws", 1));
     let mut request = ws_url.into_client_request().expect("a WebSocket URL");
@@ -26,5 +30,16 @@ pub async fn raw_socket(url: &str, auth: Option<&str>, headers: &[(&str, &str)])
     };
     let connect = auth.map_or_else(|| "40".to_owned(), |auth| format!("40{auth}"));
     socket.send(Message::text(connect)).await.expect("send CONNECT");
+    let answered = async {
+        while let Some(Ok(frame)) = socket.next().await {
+            if let Message::Text(text) = frame
+                && (text.starts_with("40") || text.starts_with("44"))
+            {
+                return;
+            }
+        }
+        panic!("the socket closed before its CONNECT was answered");
+    };
+    tokio::time::timeout(Duration::from_secs(10), answered).await.expect("a CONNECT answer within 10 s");
     Ok(socket)
 }
