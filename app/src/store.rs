@@ -688,6 +688,8 @@ impl Chat {
                 }
                 self.on_refused(room, text);
             }
+            // The page connects without a token (yet): nothing signs it in.
+            ServerEvent::Notice(Notice::SignedIn { .. }) => {}
             ServerEvent::Notice(Notice::RoomLeft { room }) => {
                 if self.is_in(&room) && self.current.get_untracked() != room {
                     self.forget_room(&room);

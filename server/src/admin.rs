@@ -1,11 +1,13 @@
 //! The operators' HTTP API (`docs/moderation.md`): thin handlers over [`Moderator`],
-//! behind a bearer token compared in constant time and a rate limit. Served where the
-//! metrics are; without a token configured it is not served at all (404).
+//! behind a bearer token (the admin token, compared in constant time, or a connection
+//! token with the `admin` claim) and a rate limit. Served where the metrics are; without
+//! an admin token configured it is not served at all (404).
 //!
 //! Also the gate that refuses new connections from a banned address before the
 //! handshake (HTTP 403).
 
 use crate::addresses::ClientAddr;
+use crate::auth::Gate;
 use crate::configuration::AdminToken;
 use crate::health::opens_connection;
 use crate::moderation::{Done, ModerationError, Moderator};
@@ -37,13 +39,16 @@ const MAX_AUDIT: usize = 1_000;
 struct Admin {
     moderator: Arc<Moderator>,
     token: AdminToken,
+    /// Checks connection tokens, whose `admin` claim also opens the API.
+    gate: Arc<Gate>,
     limiter: Arc<DefaultDirectRateLimiter>,
 }
 
-/// The API under `/admin/`, answering only requests with `token`.
-pub fn routes(moderator: Arc<Moderator>, token: AdminToken) -> Router {
-    let admin =
-        Admin { moderator, token, limiter: Arc::new(RateLimiter::direct(Quota::per_second(RATE).allow_burst(BURST))) };
+/// The API under `/admin/`, answering only requests with `token` or an admin's
+/// connection token that `gate` verifies.
+pub fn routes(moderator: Arc<Moderator>, token: AdminToken, gate: Arc<Gate>) -> Router {
+    let limiter = Arc::new(RateLimiter::direct(Quota::per_second(RATE).allow_burst(BURST)));
+    let admin = Admin { moderator, token, gate, limiter };
     Router::new()
         .route("/admin/lines/{pos}/delete", post(delete_line))
         .route("/admin/users/{name}/kick", post(kick))
@@ -70,6 +75,7 @@ async fn authorize(State(admin): State<Admin>, request: Request, next: Next) -> 
     match presented {
         None => error(StatusCode::UNAUTHORIZED, "an Authorization: Bearer token is required"),
         Some(token) if bool::from(token.as_bytes().ct_eq(admin.token.expose().as_bytes())) => next.run(request).await,
+        Some(token) if admin.gate.is_admin(token) => next.run(request).await,
         Some(_) => {
             tracing::warn!(target: "audit", "an admin request with a wrong token was refused");
             error(StatusCode::FORBIDDEN, "wrong token")

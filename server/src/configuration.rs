@@ -36,6 +36,10 @@ pub struct Settings {
     #[command(flatten)]
     pub moderation: ModerationSettings,
 
+    /// Who may connect: the policy and the connection tokens' key.
+    #[command(flatten)]
+    pub auth: AuthSettings,
+
     /// This node's name, shown to chatroom clients; defaults to HOST:PORT.
     #[arg(long, env = "CHATROOM_NODE_NAME", value_parser = parse_node_name)]
     pub node_name: Option<String>,
@@ -264,6 +268,57 @@ pub struct ModerationSettings {
     pub retention_days: Duration,
 }
 
+/// Who may connect (`docs/auth.md`).
+#[derive(Debug, Clone, clap::Args)]
+#[command(next_help_heading = "Access")]
+pub struct AuthSettings {
+    /// `open`: tokens optional, anonymous users chat; `token`: every connection needs a
+    /// valid token; `mixed-readonly`: anonymous users read public rooms, signed-in users post.
+    #[arg(long = "auth", env = "CHATROOM_AUTH", value_enum, default_value_t = crate::auth::AuthPolicy::Open)]
+    pub policy: crate::auth::AuthPolicy,
+
+    /// The HS256 secret connection tokens are signed with, at least 32 bytes. Never logged.
+    #[arg(long, env = "CHATROOM_TOKEN_HMAC_SECRET", hide_env_values = true, conflicts_with = "token_public_key")]
+    pub token_hmac_secret: Option<HmacSecret>,
+
+    /// A PEM file with the RSA (RS256) or P-256 (ES256) public key connection tokens are
+    /// checked with.
+    #[arg(long, env = "CHATROOM_TOKEN_PUBLIC_KEY")]
+    pub token_public_key: Option<PathBuf>,
+
+    /// The `aud` connection tokens must carry; without it, tokens are taken without one.
+    #[arg(long, env = "CHATROOM_TOKEN_AUDIENCE")]
+    pub token_audience: Option<String>,
+}
+
+/// The connection tokens' HMAC secret; it never appears when printed or logged.
+#[derive(Clone, PartialEq, Eq)]
+pub struct HmacSecret(String);
+
+impl HmacSecret {
+    /// The secret itself, to check signatures with.
+    pub fn expose(&self) -> &[u8] {
+        self.0.as_bytes()
+    }
+}
+
+impl std::str::FromStr for HmacSecret {
+    type Err = String;
+    fn from_str(raw: &str) -> Result<Self, Self::Err> {
+        // RFC 7518: an HS256 key at least as long as the hash.
+        if raw.len() < 32 {
+            return Err("expected at least 32 bytes".into());
+        }
+        Ok(Self(raw.to_owned()))
+    }
+}
+
+impl std::fmt::Debug for HmacSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("HmacSecret(…)")
+    }
+}
+
 /// How often the retention is checked at most: hourly, or more often for a short one.
 pub fn retention_check_every(retention: Duration) -> Duration {
     (retention / 4).clamp(Duration::from_secs(1), Duration::from_secs(3_600))
@@ -374,6 +429,8 @@ pub enum ConfigError {
     StreamShorterThanHistory { stream: u64, history: u64 },
     #[error("--tls-cert and --tls-key go together: give both, or neither")]
     TlsHalfConfigured,
+    #[error("--auth {policy} checks connection tokens: give --token-hmac-secret or --token-public-key")]
+    PolicyWithoutKey { policy: &'static str },
 }
 
 /// Room for the event name, quotes and escapes around a message's text.
@@ -408,6 +465,12 @@ impl Settings {
         }
         if self.listen.tls_cert.is_some() != self.listen.tls_key.is_some() {
             return Err(ConfigError::TlsHalfConfigured);
+        }
+        let auth = &self.auth;
+        let has_key = auth.token_hmac_secret.is_some() || auth.token_public_key.is_some();
+        if !has_key && auth.policy != crate::auth::AuthPolicy::Open {
+            let policy = if auth.policy == crate::auth::AuthPolicy::Token { "token" } else { "mixed-readonly" };
+            return Err(ConfigError::PolicyWithoutKey { policy });
         }
         Ok(())
     }
@@ -560,6 +623,20 @@ mod tests {
     fn tls_needs_both_its_files() {
         let s = Settings::try_parse_from(["chatroom", "--tls-cert", "cert.pem"]).unwrap();
         assert_eq!(s.validate(), Err(ConfigError::TlsHalfConfigured));
+    }
+
+    #[test]
+    fn a_policy_that_needs_tokens_needs_their_key_and_the_secret_stays_hidden() {
+        let s = Settings::try_parse_from(["chatroom", "--auth", "token"]).unwrap();
+        assert_eq!(s.validate(), Err(ConfigError::PolicyWithoutKey { policy: "token" }));
+        let secret = "s".repeat(32);
+        let s =
+            Settings::try_parse_from(["chatroom", "--auth", "mixed-readonly", "--token-hmac-secret", &secret]).unwrap();
+        assert_eq!(s.validate(), Ok(()));
+        assert!(!format!("{s:?}").contains(&secret));
+        assert!(Settings::try_parse_from(["chatroom", "--token-hmac-secret", "short"]).is_err());
+        let both = ["chatroom", "--token-hmac-secret", &secret, "--token-public-key", "key.pem"];
+        assert!(Settings::try_parse_from(both).is_err(), "one key or the other");
     }
 
     #[test]

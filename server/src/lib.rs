@@ -4,6 +4,7 @@
 
 pub mod addresses;
 pub mod admin;
+pub mod auth;
 pub mod backend;
 pub mod backlog;
 pub mod chat;

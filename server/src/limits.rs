@@ -140,6 +140,12 @@ impl ConnectionLimits {
         self.verdict(self.limits.renames.check(&self.user, self.addr), Refusal::RenamesTooFast)
     }
 
+    /// May the client refresh its token now? Refreshes are rare: they draw from the same
+    /// bucket as names.
+    pub fn check_refresh(&self) -> Verdict {
+        self.verdict(self.limits.renames.check(&self.user, self.addr), Refusal::RefreshesTooFast)
+    }
+
     /// May the client join or leave a room now? Each may announce the user in a room,
     /// so they draw from the same bucket as names.
     pub fn check_room_change(&self) -> Verdict {

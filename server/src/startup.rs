@@ -3,14 +3,15 @@
 
 use crate::addresses;
 use crate::admin;
+use crate::auth::{Gate, KeyError, TokenVerifier};
 use crate::backend::BackendError;
 use crate::backend::memory::MemoryModeration;
 use crate::backend::moderation::Moderation;
 use crate::backend::redis::{RedisBuses, RedisModeration, RedisPresence, RedisSessions};
 use crate::chat::{Backends, ChatService};
-use crate::configuration::RedisUrl;
 use crate::configuration::Settings;
 use crate::configuration::retention_check_every;
+use crate::configuration::{AuthSettings, RedisUrl};
 use crate::health::{self, Health};
 use crate::metrics::{self, Metrics};
 use crate::moderation::Moderator;
@@ -56,6 +57,10 @@ pub enum StartupError {
     Tls(#[from] TlsError),
     #[error("cannot read the Redis CA certificate {path}: {source}")]
     RedisCa { path: String, source: std::io::Error },
+    #[error("cannot read the token public key {path}: {source}")]
+    TokenKeyFile { path: String, source: std::io::Error },
+    #[error("cannot check tokens with {what}: {source}")]
+    TokenKey { what: String, source: KeyError },
 }
 
 /// A node, bound to its port and ready to serve.
@@ -78,6 +83,25 @@ pub struct Application {
 /// clients reconnect at once when a node of a cluster goes away; with the usual 1,024 the
 /// queue overflows and the kernel drops some of them (capped by `net.core.somaxconn`).
 const LISTEN_BACKLOG: u32 = 4096;
+
+/// The gate of the node's access settings, with the key its tokens are checked with.
+fn token_gate(auth: &AuthSettings) -> Result<Gate, StartupError> {
+    let audience = auth.token_audience.as_deref();
+    let verifier = match (&auth.token_hmac_secret, &auth.token_public_key) {
+        (Some(secret), _) => Some(
+            TokenVerifier::hmac(secret.expose(), audience)
+                .map_err(|source| StartupError::TokenKey { what: "--token-hmac-secret".into(), source })?,
+        ),
+        (None, Some(path)) => {
+            let what = path.display().to_string();
+            let pem =
+                std::fs::read(path).map_err(|source| StartupError::TokenKeyFile { path: what.clone(), source })?;
+            Some(TokenVerifier::public_key(&pem, audience).map_err(|source| StartupError::TokenKey { what, source })?)
+        }
+        (None, None) => None,
+    };
+    Ok(Gate::new(auth.policy, verifier))
+}
 
 /// Binds the node's listener (with `SO_REUSEADDR`, as `TcpListener::bind` does).
 fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
@@ -142,6 +166,7 @@ impl Application {
         let addresses = Arc::new(settings.address_policy());
         let pacers =
             Arc::new(Pacers::new(io.clone(), usize::try_from(settings.limits.client_queue).unwrap_or(usize::MAX)));
+        let gate = Arc::new(token_gate(&settings.auth)?);
         let moderator = Arc::new(Moderator::new(chat.clone(), moderation, &node_name));
         moderator.refresh().await;
         background.push(tokio::spawn(moderator.clone().follow_sanctions()));
@@ -156,7 +181,8 @@ impl Application {
             pacers.clone(),
             moderator.clone(),
         )
-        .with_max_rooms(usize::try_from(settings.room.max_rooms_per_connection).unwrap_or(usize::MAX));
+        .with_max_rooms(usize::try_from(settings.room.max_rooms_per_connection).unwrap_or(usize::MAX))
+        .with_gate(gate.clone());
         background.push(tokio::spawn(realtime.clone().sweep_presence()));
         background.push(tokio::spawn(realtime.clone().follow_orders()));
         let health = Health::new(&node_name, chat.clone()).with_capacity(
@@ -201,7 +227,7 @@ impl Application {
         let mut operators = metrics::routes(metrics).merge(status::routes(board));
         if let Some(token) = settings.moderation.admin_token.clone() {
             operators = operators
-                .merge(admin::routes(moderator.clone(), token.clone()))
+                .merge(admin::routes(moderator.clone(), token.clone(), gate.clone()))
                 .merge(moderation_view::routes(moderator.clone(), chat.clone(), token));
         }
         let router = match settings.listen.metrics_addr {

@@ -3,7 +3,7 @@
 //! browser codec, the load tool and the tests put them on the wire as they are.
 
 use super::payloads::{
-    Backlog, Hello, HistoryRequest, JoinRoom, LeaveRoom, Notice, Older, PresenceList, RoomLine, RoomList, Say,
+    Backlog, Hello, HistoryRequest, JoinRoom, LeaveRoom, Notice, Older, PresenceList, Refresh, RoomLine, RoomList, Say,
 };
 use serde::de::{self, SeqAccess, Visitor};
 use serde::ser::SerializeSeq;
@@ -24,6 +24,8 @@ pub const ROOMS: &str = "rooms";
 pub const HISTORY: &str = "history";
 /// Event name of the answer to a `history` request ([`Older`]).
 pub const OLDER: &str = "older";
+/// Event name of a signed-in client's fresh connection token ([`Refresh`]).
+pub const REFRESH: &str = "refresh";
 /// Event name of the greeting a chatroom client gets after the welcome ([`Hello`]).
 pub const HELLO: &str = "hello";
 /// Event name of one live room event for chatroom clients ([`RoomLine`]).
@@ -53,6 +55,8 @@ pub enum ClientEvent {
     ListRooms,
     /// `history`: ask for older lines of a room.
     History(HistoryRequest),
+    /// `refresh`: a fresh connection token before the current one expires.
+    Refresh(Refresh),
 }
 
 impl ClientEvent {
@@ -65,6 +69,7 @@ impl ClientEvent {
             ClientEvent::Leave(_) => LEAVE,
             ClientEvent::ListRooms => ROOMS,
             ClientEvent::History(_) => HISTORY,
+            ClientEvent::Refresh(_) => REFRESH,
         }
     }
 }
@@ -153,6 +158,7 @@ impl Serialize for ClientEvent {
             ClientEvent::Leave(leave) => serialize_event(serializer, LEAVE, leave),
             ClientEvent::ListRooms => serialize_event(serializer, ROOMS, &serde_json::Map::new()),
             ClientEvent::History(request) => serialize_event(serializer, HISTORY, request),
+            ClientEvent::Refresh(refresh) => serialize_event(serializer, REFRESH, refresh),
         }
     }
 }
@@ -168,7 +174,10 @@ impl<'de> Deserialize<'de> for ClientEvent {
             LEAVE => serde_json::from_value(arg).map(ClientEvent::Leave).map_err(de::Error::custom),
             ROOMS => Ok(ClientEvent::ListRooms),
             HISTORY => serde_json::from_value(arg).map(ClientEvent::History).map_err(de::Error::custom),
-            other => Err(de::Error::unknown_variant(other, &[SET_USERNAME, MESSAGE, JOIN, LEAVE, ROOMS, HISTORY])),
+            REFRESH => serde_json::from_value(arg).map(ClientEvent::Refresh).map_err(de::Error::custom),
+            other => {
+                Err(de::Error::unknown_variant(other, &[SET_USERNAME, MESSAGE, JOIN, LEAVE, ROOMS, HISTORY, REFRESH]))
+            }
         }
     }
 }

@@ -20,15 +20,16 @@ pub mod rules;
 pub mod session;
 
 pub use events::{
-    BACKLOG, ClientEvent, HELLO, HISTORY, JOIN, LEAVE, LINE, MESSAGE, NOTICE, OLDER, PRESENCE, ROOMS, SET_USERNAME,
-    ServerEvent,
+    BACKLOG, ClientEvent, HELLO, HISTORY, JOIN, LEAVE, LINE, MESSAGE, NOTICE, OLDER, PRESENCE, REFRESH, ROOMS,
+    SET_USERNAME, ServerEvent,
 };
 pub use ids::{BadClientKey, BadPosition, ClientKey, Position, Presented};
 pub use payloads::{
     After, Backlog, BacklogKind, ClientAuth, DELETED, Hello, HistoryRequest, JoinRoom, LeaveRoom, Limits,
-    MAX_OLDER_LINES, Notice, Older, PROTOCOL_V1, PROTOCOL_VERSION, PresenceList, RoomCount, RoomEvent, RoomLine,
-    RoomList, Say, WELCOME, username_lost, username_set,
+    MAX_OLDER_LINES, Notice, Older, PROTOCOL_V1, PROTOCOL_VERSION, PresenceList, Refresh, RoomCount, RoomEvent,
+    RoomLine, RoomList, Say, WELCOME, username_lost, username_set,
 };
 pub use rules::{
-    DEFAULT_MAX_MESSAGE_CHARS, LOBBY, MAX_NAME_CHARS, MAX_ROOM_CHARS, MessageText, Refusal, RoomName, Username,
+    DEFAULT_MAX_MESSAGE_CHARS, LOBBY, MAX_NAME_CHARS, MAX_ROOM_CHARS, MessageText, PRIVATE_ROOM_PREFIX, Refusal,
+    RoomName, Username,
 };

@@ -46,12 +46,16 @@ pub struct ClientAuth {
     /// the grace period was never gone. One that is not a key is ignored.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key: Option<Presented<ClientKey>>,
+    /// A connection token (a JWT the application's backend signed): its `sub` is the
+    /// user instead of `key`, and its `name`, when set, the user's fixed name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
 }
 
 impl ClientAuth {
     /// A chatroom client's auth of this protocol version with nothing else presented.
     pub fn new() -> Self {
-        Self { v: PROTOCOL_VERSION, after: None, name: None, key: None }
+        Self { v: PROTOCOL_VERSION, after: None, name: None, key: None, token: None }
     }
 
     /// A version 1 client's auth (one room, payloads without a `room`).
@@ -221,6 +225,16 @@ pub enum Notice {
         /// The room.
         room: RoomName,
     },
+    /// The client's connection token was accepted (on connecting, or a `refresh`): who
+    /// it is signed in as, until when.
+    SignedIn {
+        /// The name its token fixes, if any.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        name: Option<Username>,
+        /// When the token expires, in seconds since the Unix epoch: send a `refresh`
+        /// before, or the connection is closed then.
+        expires: u64,
+    },
     /// Another user took the client's name while it was cut off from the room: it has
     /// no name until it sets one.
     NameLost {
@@ -268,7 +282,7 @@ impl Notice {
             | Notice::NameSet { text, .. }
             | Notice::Refused { text, .. }
             | Notice::NameLost { text, .. } => text,
-            Notice::RoomLeft { .. } => "",
+            Notice::RoomLeft { .. } | Notice::SignedIn { .. } => "",
         }
     }
 }
@@ -291,6 +305,13 @@ pub struct Limits {
     pub name_chars: usize,
     /// The longest chat line.
     pub message_chars: usize,
+}
+
+/// A `refresh`: the client's fresh connection token, for the same user.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Refresh {
+    /// The token.
+    pub token: String,
 }
 
 /// The most lines one `history` request may ask for.

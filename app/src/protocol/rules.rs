@@ -11,6 +11,9 @@ pub const DEFAULT_MAX_MESSAGE_CHARS: usize = 2000;
 pub const MAX_ROOM_CHARS: usize = 32;
 /// The room legacy clients are in, and the one `/` opens.
 pub const LOBBY: &str = "lobby";
+/// How a private room's name starts: a rule of the name, so that every node knows a room
+/// is private before anyone is in it.
+pub const PRIVATE_ROOM_PREFIX: &str = "private-";
 
 /// Why an input was not accepted; the text is sent to the client as it is.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
@@ -129,6 +132,27 @@ pub enum Refusal {
         /// Whole minutes left, rounded up.
         minutes: u64,
     },
+    /// The connection's token (or its lack) does not let it in, or no longer does.
+    #[error("Not allowed: {reason}.")]
+    NotAllowed {
+        /// Why, in a few words.
+        reason: String,
+    },
+    /// The user's name comes from its token and cannot be changed here.
+    #[error("Your username is set by your sign-in and cannot be changed.")]
+    NameFixed,
+    /// The client refreshes its token faster than its rate limit.
+    #[error("Could not refresh the sign-in: too many refreshes. Wait a moment.")]
+    RefreshesTooFast,
+    /// An anonymous user where only signed-in users may post.
+    #[error("Sign in to send messages: you can read, but not post.")]
+    SignInToPost,
+    /// A private room the user's token does not list.
+    #[error("You may not join the room {room}.")]
+    RoomNotAllowed {
+        /// The room.
+        room: String,
+    },
 }
 
 impl Refusal {
@@ -163,6 +187,11 @@ impl Refusal {
             Refusal::HistoryUnavailable => "history_unavailable",
             Refusal::Muted { .. } => "muted",
             Refusal::Banned { .. } => "banned",
+            Refusal::NotAllowed { .. } => "not_allowed",
+            Refusal::NameFixed => "name_fixed",
+            Refusal::RefreshesTooFast => "refreshes_too_fast",
+            Refusal::SignInToPost => "sign_in_to_post",
+            Refusal::RoomNotAllowed { .. } => "room_not_allowed",
         }
     }
 }
@@ -248,6 +277,12 @@ impl RoomName {
     /// Whether this is the lobby.
     pub fn is_lobby(&self) -> bool {
         self.0 == LOBBY
+    }
+
+    /// Whether this is a private room (its name starts with [`PRIVATE_ROOM_PREFIX`]): only
+    /// users whose connection token lists it may join it, see it listed or read it.
+    pub fn is_private(&self) -> bool {
+        self.0.starts_with(PRIVATE_ROOM_PREFIX)
     }
 
     /// The name as written.

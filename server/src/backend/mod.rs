@@ -77,8 +77,9 @@ impl fmt::Display for SessionId {
     }
 }
 
-/// Who a connection belongs to: the client key of a chatroom client (its tabs and
-/// reconnects are one user), or the connection itself for any other client.
+/// Who a connection belongs to: the subject of its connection token, else the client key
+/// of a chatroom client (its tabs and reconnects are one user), else the connection
+/// itself.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct UserId(String);
 
@@ -86,6 +87,11 @@ impl UserId {
     /// The user of a client key.
     pub fn from_key(key: &ClientKey) -> Self {
         Self(format!("k:{key}"))
+    }
+
+    /// The user a connection token names (`sub`): all its devices are one user.
+    pub fn from_subject(subject: &str) -> Self {
+        Self(format!("s:{subject}"))
     }
 
     /// The user that is this connection alone.
@@ -98,9 +104,9 @@ impl UserId {
         Self(id)
     }
 
-    /// Whether this user can come back as the same user (it has a client key).
+    /// Whether this user can come back as the same user (it has a token or a client key).
     pub fn can_return(&self) -> bool {
-        self.0.starts_with("k:")
+        self.0.starts_with("k:") || self.0.starts_with("s:")
     }
 
     /// The id as stored.

@@ -1,11 +1,12 @@
 //! One connection's task: it opens the session, handles the client's events one at a
 //! time in arrival order (joining and leaving rooms among them), and closes the session
-//! when the connection is over.
+//! when the connection is over, or when its token expires without a refresh.
 
 use super::hub::Hub;
 use super::inbox::{EventQueue, Inbound};
 use super::member::{Member, Speaks};
 use crate::addresses::{AddressPolicy, ClientAddr};
+use crate::auth::{Access, Denied, Gate};
 use crate::backend::SessionId;
 use crate::chat::{ChatService, Join, JoinName, name_on_connect};
 use crate::limits::{ConnectionLimits, Verdict};
@@ -44,6 +45,10 @@ pub(super) struct Connection {
     pub(super) addresses: Arc<AddressPolicy>,
     /// The sanctions in force.
     pub(super) moderator: Arc<Moderator>,
+    /// Who may connect.
+    pub(super) gate: Arc<Gate>,
+    /// What this connection may do (its token's grant), replaced by a refresh.
+    pub(super) access: parking_lot::Mutex<Access>,
 }
 
 impl Connection {
@@ -68,10 +73,12 @@ impl Connection {
             }
         }
         loop {
+            let expiry = self.access.lock().expires_in();
             tokio::select! {
                 biased;
                 event = queue.next() => self.handle(event).await,
                 () = member.gone.notified() => break,
+                () = sleep_or_never(expiry) => self.expire(),
             }
         }
         // Events that arrived before the disconnect still count, and come before the leave.
@@ -95,8 +102,13 @@ impl Connection {
             Inbound::Leave(room) => self.leave(&room).await,
             Inbound::ListRooms => match chat.rooms(self.max_listed).await {
                 Ok(rooms) => {
-                    let rooms =
-                        rooms.into_iter().map(|info| RoomCount { room: info.room, online: info.online }).collect();
+                    let access = self.access.lock().clone();
+                    // A private room is not even named to those who may not join it.
+                    let rooms = rooms
+                        .into_iter()
+                        .filter(|info| access.may_join(&info.room))
+                        .map(|info| RoomCount { room: info.room, online: info.online })
+                        .collect();
                     member.outbox.reply_event(ROOMS, &RoomList { rooms });
                 }
                 Err(err) => {
@@ -113,11 +125,22 @@ impl Connection {
             }
             Inbound::Older { room, before, limit } => self.older(&room, before, limit).await,
             Inbound::TakeName(presented) => self.take_name(presented).await,
-            Inbound::SetUsername(raw) => self.set_username(raw).await,
+            Inbound::SetUsername(raw) => {
+                let access = self.access.lock().clone();
+                match access.fixed_name() {
+                    Some(_) => member.outbox.refuse(&Refusal::NameFixed),
+                    None if !access.may_post() => member.outbox.refuse(&Refusal::SignInToPost),
+                    None => self.set_username(raw).await,
+                }
+            }
+            Inbound::Refresh(token) => self.refresh(&token).await,
             Inbound::Message { room, raw } => {
                 let label = member.label(&room);
                 if !member.is_in(&room) {
                     return member.outbox.refuse_in(label, &Refusal::NotInRoom { room: room.to_string() });
+                }
+                if !self.access.lock().may_post() {
+                    return member.outbox.refuse_in(label, &Refusal::SignInToPost);
                 }
                 if let Some(refusal) = self.moderator.refuses_line(&member.user, self.addr) {
                     return member.outbox.refuse_in(label, &refusal);
@@ -141,6 +164,9 @@ impl Connection {
     async fn join(&self, room: &RoomName, after: Option<&Presented<Position>>) {
         let Self { member, sid, chat, hub, max_rooms, .. } = self;
         let label = member.label(room);
+        if !self.access.lock().may_join(room) {
+            return member.outbox.refuse_in(label, &Refusal::RoomNotAllowed { room: room.to_string() });
+        }
         if !member.is_in(room) && member.room_count() >= *max_rooms {
             return member.outbox.refuse_in(label, &Refusal::TooManyRooms { max: *max_rooms });
         }
@@ -204,9 +230,44 @@ impl Connection {
         }
     }
 
+    /// Ends a connection whose token expired (unless a refresh handled meanwhile moved
+    /// the expiry): it is told, keeps no right while it is let go, and is closed.
+    fn expire(&self) {
+        let mut access = self.access.lock();
+        if access.expires_in().is_some_and(|left| left.is_zero()) {
+            *access = Access::Anonymous { may_post: false };
+            self.member.outbox.refuse(&Refusal::NotAllowed { reason: Denied::Expired.to_string() });
+            self.member.outbox.disconnect_soon();
+        }
+    }
+
+    /// Takes a fresh token of the same user: its expiry and rooms from now on. The rooms
+    /// it no longer lists are left.
+    async fn refresh(&self, token: &str) {
+        let member = &self.member;
+        let current = self.access.lock().clone();
+        let access = match self.gate.refresh(&current, token) {
+            Ok(access) => access,
+            Err(denied) => {
+                tracing::info!(sid = %self.sid, reason = %denied, "a token refresh was refused");
+                return member.outbox.refuse(&Refusal::NotAllowed { reason: denied.to_string() });
+            }
+        };
+        *self.access.lock() = access.clone();
+        if let Access::Signed(grant) = &access {
+            member.outbox.reply(&Notice::SignedIn { name: grant.name.clone(), expires: grant.expires });
+        }
+        for room in member.rooms().into_iter().filter(|room| !access.may_join(room)) {
+            self.leave(&room).await;
+        }
+    }
+
     /// Takes the name the client presented on connecting, unless its user has one.
     async fn take_name(&self, presented: Option<String>) {
         let member = &self.member;
+        if presented.is_some() && !self.access.lock().may_post() {
+            return member.outbox.refuse(&Refusal::SignInToPost);
+        }
         match name_on_connect(presented, member.name()) {
             JoinName::Keep(current) => member.outbox.reply(&Notice::name_set(&current)),
             // A name presented on connecting is claimed like any other: within the limits.
@@ -235,5 +296,13 @@ impl Connection {
                 member.outbox.refuse(&refusal);
             }
         }
+    }
+}
+
+/// Waits `after`, or forever without one.
+async fn sleep_or_never(after: Option<std::time::Duration>) {
+    match after {
+        Some(after) => tokio::time::sleep(after).await,
+        None => std::future::pending().await,
     }
 }

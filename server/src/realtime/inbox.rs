@@ -14,15 +14,12 @@ use parking_lot::Mutex;
 use serde_json::Value;
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::time::Duration;
 use tokio::sync::Notify;
 
 /// Events from one client waiting to be handled.
 const INBOX_CAPACITY: usize = 1_024;
 /// Bytes of payload from one client waiting to be handled (while Redis is slow, say).
 const INBOX_BYTES: usize = 1024 * 1024;
-/// How long a flooding client still gets its pending answers before it is disconnected.
-const FLOOD_DISCONNECT_DELAY: Duration = Duration::from_millis(500);
 
 /// An event from a client, queued for its connection's task.
 #[derive(Debug, PartialEq)]
@@ -52,6 +49,8 @@ pub(super) enum Inbound {
     TakeName(Option<String>),
     /// `set_username` with its raw argument.
     SetUsername(Option<Value>),
+    /// A fresh connection token.
+    Refresh(String),
     /// A chat line for a room, with the raw text.
     Message {
         /// The room.
@@ -71,6 +70,7 @@ impl Inbound {
         let raw = match self {
             Inbound::SetUsername(raw) | Inbound::Message { raw, .. } => raw,
             Inbound::TakeName(name) => return name.as_ref().map_or(0, String::len),
+            Inbound::Refresh(token) => return token.len(),
             Inbound::ListRooms | Inbound::Older { .. } => return 0,
             Inbound::Join { room, .. } | Inbound::Leave(room) | Inbound::Resync(room) => return room.as_str().len(),
         };
@@ -185,13 +185,8 @@ impl Inbox {
                 if self.limits.cut_off() {
                     tracing::warn!(sid = %outbox.id(), "client keeps sending while refused: disconnecting it");
                     outbox.count_flood_disconnect();
-                    // A moment later, so that the refusals already sent reach it first;
-                    // what it sends meanwhile is dropped unanswered.
-                    let outbox = outbox.clone();
-                    tokio::spawn(async move {
-                        tokio::time::sleep(FLOOD_DISCONNECT_DELAY).await;
-                        outbox.disconnect();
-                    });
+                    // What it sends meanwhile is dropped unanswered.
+                    outbox.disconnect_soon();
                 }
                 return;
             }

@@ -23,6 +23,7 @@ mod polling;
 pub use polling::{Pacers, watch_polls};
 
 use crate::addresses::{AddressPolicy, ClientAddr};
+use crate::auth::{Access, Gate};
 use crate::backend::moderation::Order;
 use crate::backend::{SessionId, UserId};
 use crate::chat::ChatService;
@@ -31,7 +32,7 @@ use crate::metrics::{ClientLabels, Metrics};
 use crate::moderation::Moderator;
 use app::protocol::{
     After, ClientAuth, HISTORY, Hello, HistoryRequest, JOIN, JoinRoom, LEAVE, LeaveRoom, MAX_OLDER_LINES, MESSAGE,
-    Notice, Position, Presented, ROOMS, Refusal, RoomName, SET_USERNAME, Say,
+    Notice, Position, Presented, REFRESH, ROOMS, Refresh, Refusal, RoomName, SET_USERNAME, Say,
 };
 use connection::Connection;
 use hub::Hub;
@@ -74,6 +75,7 @@ pub struct Realtime {
     pacers: Arc<Pacers>,
     max_rooms: usize,
     moderator: Arc<Moderator>,
+    gate: Arc<Gate>,
 }
 
 impl Realtime {
@@ -99,7 +101,13 @@ impl Realtime {
             pacers,
             max_rooms: DEFAULT_MAX_ROOMS_PER_CONNECTION,
             moderator,
+            gate: Arc::new(Gate::open()),
         }
+    }
+
+    /// The same handlers letting in only whom `gate` admits.
+    pub fn with_gate(self, gate: Arc<Gate>) -> Self {
+        Self { gate, ..self }
     }
 
     /// The same handlers letting one connection be in at most `max` rooms at once.
@@ -226,21 +234,29 @@ impl Realtime {
     fn on_connect(&self, socket: SocketRef, auth: Option<Value>) {
         let sid = SessionId::new(socket.id.to_string());
         let addr = ClientAddr::of(&socket.req_parts().extensions).unwrap_or(ClientAddr::UNKNOWN);
+        let token = token_of(auth.as_ref(), socket.req_parts().uri.query());
         // Only clients that announce a protocol version get more than the legacy strings.
         let auth = auth.and_then(|auth| serde_json::from_value::<ClientAuth>(auth).ok());
-        let user = match auth.as_ref().and_then(|auth| auth.key.as_ref()) {
-            Some(Presented::Valid(key)) => UserId::from_key(key),
-            Some(Presented::Invalid(_)) => {
+        let access = match self.gate.admit(token.as_deref()) {
+            Ok(access) => access,
+            Err(denied) => {
+                tracing::info!(%sid, reason = %denied, "a connection's token was refused");
+                let refusal = Refusal::NotAllowed { reason: denied.to_string() };
+                return self.turn_away(&socket, auth.is_some(), &refusal);
+            }
+        };
+        let user = match (&access, auth.as_ref().and_then(|auth| auth.key.as_ref())) {
+            (Access::Signed(grant), _) => UserId::from_subject(&grant.subject),
+            (_, Some(Presented::Valid(key))) => UserId::from_key(key),
+            (_, Some(Presented::Invalid(_))) => {
                 tracing::debug!(%sid, "client key ignored: not 16-64 characters of A-Z a-z 0-9 _ -");
                 UserId::of_connection(&sid)
             }
-            None => UserId::of_connection(&sid),
+            (_, None) => UserId::of_connection(&sid),
         };
         if let Some(refusal) = self.moderator.refuses_user(&user) {
             // Banned: told why, and let go before it is anywhere.
-            Outbox::new(socket.clone(), auth.is_some(), self.metrics.clone(), &self.pacers).refuse(&refusal);
-            let _ = socket.disconnect();
-            return;
+            return self.turn_away(&socket, auth.is_some(), &refusal);
         }
         let speaks = match &auth {
             None => Speaks::Legacy,
@@ -273,11 +289,22 @@ impl Realtime {
             // its backlog, read next, is sent.
             drop(self.hub.enter(&RoomName::lobby(), &member));
         }
+        let fixed_name = access.fixed_name().map(ToString::to_string);
         match auth {
-            None => outbox.reply(&Notice::welcome()),
+            None => {
+                outbox.reply(&Notice::welcome());
+                if fixed_name.is_some() {
+                    let _ = queue.push(Inbound::TakeName(fixed_name));
+                }
+            }
             Some(auth) => {
                 outbox.hello(&Hello { node: self.node.to_string(), limits: Some(self.chat.limits()) });
+                if let Access::Signed(grant) = &access {
+                    outbox.reply(&Notice::SignedIn { name: grant.name.clone(), expires: grant.expires });
+                }
                 self.metrics.event_in("join");
+                // A name the token fixes is the one taken, whatever the client presents.
+                let auth = ClientAuth { name: fixed_name.or(auth.name), ..auth };
                 for event in self.opening_events(auth, &member) {
                     // The queue is new and open, and these are few: they fit.
                     let _ = queue.push(event);
@@ -299,8 +326,18 @@ impl Realtime {
             connected: self.connected.clone(),
             addresses: self.addresses.clone(),
             moderator: self.moderator.clone(),
+            gate: self.gate.clone(),
+            access: parking_lot::Mutex::new(access),
         };
         self.tasks.spawn(connection.serve());
+    }
+
+    /// Tells a connection why it may not stay, and closes it before it is anywhere (no
+    /// handler hears what it sends meanwhile).
+    fn turn_away(&self, socket: &SocketRef, structured: bool, refusal: &Refusal) {
+        let outbox = Outbox::new(socket.clone(), structured, self.metrics.clone(), &self.pacers);
+        outbox.refuse(refusal);
+        outbox.disconnect_soon();
     }
 
     /// What a chatroom client's CONNECT auth asks for, in order: version 1 joins the
@@ -380,6 +417,12 @@ impl Realtime {
                 })
             });
         }
+        self.on(socket, &inbox, structured, REFRESH, |data, limits| {
+            let refresh: Refresh = data
+                .and_then(|data| serde_json::from_value(data).ok())
+                .ok_or_else(|| Refusal::NotAllowed { reason: crate::auth::Denied::Malformed.to_string() })?;
+            Ok(Admitted { room: None, verdict: limits.check_refresh(), event: Inbound::Refresh(refresh.token) })
+        });
         if speaks == Speaks::V2 {
             self.on(socket, &inbox, structured, JOIN, |data, limits| {
                 let join: JoinRoom = argument(data)?;
@@ -407,6 +450,17 @@ impl Realtime {
             async {}
         });
     }
+}
+
+/// The connection token a client presents: `token` in its CONNECT auth (any client), else
+/// the `token` query parameter of its handshake (legacy clients that cannot send auth).
+fn token_of(auth: Option<&Value>, query: Option<&str>) -> Option<String> {
+    if let Some(token) = auth.and_then(|auth| auth.get("token")) {
+        // Present but not a string: no valid token, so refused as one.
+        return Some(token.as_str().unwrap_or_default().to_owned());
+    }
+    let pairs: Vec<(String, String)> = serde_urlencoded::from_str(query?).ok()?;
+    pairs.into_iter().find(|(name, _)| name == "token").map(|(_, token)| token)
 }
 
 /// What a handler queues for its connection's task, and within which limit.

@@ -9,6 +9,10 @@ use socketioxide::extract::SocketRef;
 use socketioxide::socket::Sid;
 use socketioxide::{SendError, SocketError, TransportType};
 use std::sync::Arc;
+use std::time::Duration;
+
+/// How long a client that is being let go still gets what was sent to it.
+const LAST_WORDS_DELAY: Duration = Duration::from_millis(500);
 
 /// What a failed write means for the client.
 #[derive(Debug, Clone, Copy)]
@@ -54,11 +58,12 @@ impl Outbox {
         self.emit(event, data, Loss::Hole);
     }
 
-    /// Answers this client alone: its text for a legacy client, the notice for a chatroom client.
+    /// Answers this client alone: its text for a legacy client (if the notice has one),
+    /// the notice for a chatroom client.
     pub(super) fn reply(&self, notice: &Notice) {
         if self.structured {
             self.emit(NOTICE, notice, Loss::Reply);
-        } else {
+        } else if !notice.text().is_empty() {
             self.emit(MESSAGE, notice.text(), Loss::Reply);
         }
     }
@@ -94,6 +99,17 @@ impl Outbox {
     pub(super) fn disconnect(&self) {
         // Already closing when it fails: nothing left to do.
         let _ = self.socket.clone().disconnect();
+    }
+
+    /// Closes the connection a moment from now, so that what was just sent (why it is
+    /// closed) reaches the client first: a polling client fetches it with its next GET,
+    /// and closing at once would drop it.
+    pub(super) fn disconnect_soon(&self) {
+        let outbox = self.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(LAST_WORDS_DELAY).await;
+            outbox.disconnect();
+        });
     }
 
     fn emit<T: Serialize + ?Sized>(&self, event: &'static str, data: &T, loss: Loss) {

@@ -12,11 +12,13 @@
 //! - `load_balancer`: nodes behind nginx;
 //! - `hostile`: clients that mean harm or misbehave;
 //! - `moderation`: operators deleting, muting, banning and forgetting, and retention;
+//! - `auth`: connection tokens, the access policies and private rooms;
 //! - `health`, `drain`, `limits`, `node`, `tls`: operating a node (and its status page).
 #![allow(clippy::unwrap_used)] // a panic in a test is its failure report
 
 mod support;
 
+mod auth;
 mod cluster;
 mod contract;
 mod drain;
