@@ -5,12 +5,14 @@
 
 use crate::protocol::codec::encode_event;
 use crate::protocol::session::{Backoff, ClientSession, ConnState, Step};
-use crate::protocol::{ClientAuth, ClientEvent, ClientKey, ServerEvent};
+use crate::protocol::{ClientAuth, ClientEvent, ClientKey, Notice, Refresh, ServerEvent};
 use futures::channel::mpsc::UnboundedReceiver;
+use futures::future::{Fuse, LocalBoxFuture};
 use futures::stream::{SplitSink, SplitStream};
 use futures::{FutureExt, SinkExt, StreamExt, select};
 use gloo_net::websocket::{Message, futures::WebSocket};
 use gloo_timers::future::TimeoutFuture;
+use wasm_bindgen::JsCast;
 
 /// The Socket.IO endpoint of the server that served this page.
 pub fn socket_url() -> String {
@@ -82,20 +84,60 @@ pub fn client_key() -> ClientKey {
     key
 }
 
+/// Where the node says the page fetches its connection token (its `<meta>` tag), if it does.
+pub fn token_url() -> Option<String> {
+    let selector = format!("meta[name=\"{}\"]", crate::TOKEN_URL_META);
+    web_sys::window()?.document()?.query_selector(&selector).ok()??.get_attribute("content")
+}
+
+/// Fetches a connection token from `url` with the browser's cookies: the application's
+/// backend answers `{"token": "…"}` for a signed-in person.
+async fn fetch_token(url: &str) -> Result<String, String> {
+    #[derive(serde::Deserialize)]
+    struct Answer {
+        token: String,
+    }
+    let window = web_sys::window().ok_or("no window")?;
+    let init = web_sys::RequestInit::new();
+    init.set_credentials(web_sys::RequestCredentials::Include);
+    let failed = |err: wasm_bindgen::JsValue| format!("{err:?}");
+    let response =
+        wasm_bindgen_futures::JsFuture::from(window.fetch_with_str_and_init(url, &init)).await.map_err(failed)?;
+    let response: web_sys::Response = response.dyn_into().map_err(failed)?;
+    if !response.ok() {
+        return Err(format!("HTTP {}", response.status()));
+    }
+    let text = wasm_bindgen_futures::JsFuture::from(response.text().map_err(failed)?).await.map_err(failed)?;
+    let answer: Answer = serde_json::from_str(&text.as_string().unwrap_or_default()).map_err(|err| err.to_string())?;
+    Ok(answer.token)
+}
+
+/// How long before its expiry a token is refreshed: a quarter of its life left, but at
+/// most a minute before, and no sooner than in a second.
+fn refresh_delay_ms(expires_secs: u64, now_ms: f64) -> u64 {
+    #[expect(clippy::cast_possible_truncation, clippy::cast_sign_loss, reason = "a positive time in ms")]
+    let now_ms = now_ms.max(0.0) as u64;
+    let left = expires_secs.saturating_mul(1_000).saturating_sub(now_ms);
+    (left - (left / 4).min(60_000)).max(1_000)
+}
+
 /// Runs the connection in the background for the life of the page.
-/// `auth` is asked anew for each connection, so that it presents the latest position.
+/// `auth` is asked anew for each connection, so that it presents the latest position;
+/// with a `token_url`, a fresh token is fetched for each connection and before it expires.
 pub fn spawn(
     url: String,
+    token_url: Option<String>,
     auth: impl Fn() -> ClientAuth + 'static,
     outbox: UnboundedReceiver<ClientEvent>,
     on_state: impl Fn(ConnState) + 'static,
     on_event: impl Fn(ServerEvent) + 'static,
 ) {
-    wasm_bindgen_futures::spawn_local(run(url, auth, outbox, on_state, on_event));
+    wasm_bindgen_futures::spawn_local(run(url, token_url, auth, outbox, on_state, on_event));
 }
 
 async fn run(
     url: String,
+    token_url: Option<String>,
     auth: impl Fn() -> ClientAuth,
     mut outbox: UnboundedReceiver<ClientEvent>,
     on_state: impl Fn(ConnState),
@@ -105,8 +147,17 @@ async fn run(
     let mut was_online = false;
     loop {
         on_state(if was_online { ConnState::Reconnecting } else { ConnState::Connecting });
-        let auth = serde_json::to_value(auth()).unwrap_or_default();
-        let outcome = connect_once(&url, auth, &mut outbox, &on_state, &on_event).await;
+        let mut auth = auth();
+        if let Some(token_url) = &token_url {
+            // Without one the node says why it may not connect (or lets the person read).
+            auth.token = fetch_token(token_url)
+                .await
+                .map_err(|err| web_sys::console::warn_1(&format!("no sign-in token: {err}").into()))
+                .ok();
+        }
+        let auth = serde_json::to_value(auth).unwrap_or_default();
+        let link = Link { url: &url, token_url: token_url.as_deref() };
+        let outcome = connect_once(link, auth, &mut outbox, &on_state, &on_event).await;
         if outcome.reached_online {
             was_online = true;
             backoff.reset();
@@ -136,17 +187,24 @@ struct Outcome {
     end: End,
 }
 
+/// Where a connection goes, and where its tokens come from.
+#[derive(Clone, Copy)]
+struct Link<'a> {
+    url: &'a str,
+    token_url: Option<&'a str>,
+}
+
 async fn connect_once(
-    url: &str,
+    link: Link<'_>,
     auth: serde_json::Value,
     outbox: &mut UnboundedReceiver<ClientEvent>,
     on_state: &impl Fn(ConnState),
     on_event: &impl Fn(ServerEvent),
 ) -> Outcome {
     let mut session = ClientSession::with_auth(auth);
-    let end = match WebSocket::open(url) {
+    let end = match WebSocket::open(link.url) {
         Err(err) => End::Dropped(err.to_string()),
-        Ok(socket) => pump(socket, &mut session, outbox, on_state, on_event).await,
+        Ok(socket) => pump(socket, link.token_url, &mut session, outbox, on_state, on_event).await,
     };
     Outcome { reached_online: session.is_online(), end }
 }
@@ -154,13 +212,14 @@ async fn connect_once(
 /// Moves frames both ways until the link ends, then closes the socket.
 async fn pump(
     socket: WebSocket,
+    token_url: Option<&str>,
     session: &mut ClientSession,
     outbox: &mut UnboundedReceiver<ClientEvent>,
     on_state: &impl Fn(ConnState),
     on_event: &impl Fn(ServerEvent),
 ) -> End {
     let (mut sink, mut stream) = socket.split();
-    let end = pump_frames(&mut sink, &mut stream, session, outbox, on_state, on_event).await;
+    let end = pump_frames(&mut sink, &mut stream, token_url, session, outbox, on_state, on_event).await;
     // Dropping a gloo WebSocket leaves the browser's socket open: close it.
     if let Ok(socket) = sink.reunite(stream) {
         let _ = socket.close(None, None);
@@ -171,12 +230,16 @@ async fn pump(
 async fn pump_frames(
     sink: &mut SplitSink<WebSocket, Message>,
     stream: &mut SplitStream<WebSocket>,
+    token_url: Option<&str>,
     session: &mut ClientSession,
     outbox: &mut UnboundedReceiver<ClientEvent>,
     on_state: &impl Fn(ConnState),
     on_event: &impl Fn(ServerEvent),
 ) -> End {
     let mut silence = sleep_ms(session.heartbeat_deadline_ms()).fuse();
+    // The next refresh of the connection's token, and the fetch of it under way.
+    let mut refresh_due = Fuse::<TimeoutFuture>::terminated();
+    let mut fetching: Fuse<LocalBoxFuture<'_, Result<String, String>>> = Fuse::terminated();
     loop {
         select! {
             frame = stream.next().fuse() => {
@@ -200,10 +263,37 @@ async fn pump_frames(
                         }
                     }
                     Step::Online => on_state(ConnState::Online),
-                    Step::Event(event) => on_event(event),
+                    Step::Event(event) => {
+                        if let (ServerEvent::Notice(Notice::SignedIn { expires, .. }), Some(_)) = (&event, token_url) {
+                            refresh_due = sleep_ms(refresh_delay_ms(*expires, js_sys::Date::now())).fuse();
+                        }
+                        on_event(event);
+                    }
                     Step::Closed(reason) => return End::Dropped(reason),
                 }
             }
+            () = refresh_due => {
+                if let Some(token_url) = token_url {
+                    fetching = fetch_token(token_url).boxed_local().fuse();
+                }
+            }
+            token = fetching => match token {
+                Ok(token) => {
+                    let frame = match encode_event(&ClientEvent::Refresh(Refresh { token })) {
+                        Ok(frame) => frame,
+                        Err(err) => return End::Dropped(format!("cannot encode a refresh: {err}")),
+                    };
+                    if let Err(err) = sink.send(Message::Text(frame)).await {
+                        return End::Dropped(err.to_string());
+                    }
+                }
+                // Tried again shortly; if the token expires first, the node closes the
+                // connection and the next one fetches a token anew.
+                Err(err) => {
+                    web_sys::console::warn_1(&format!("cannot refresh the sign-in token: {err}").into());
+                    refresh_due = sleep_ms(10_000).fuse();
+                }
+            },
             event = outbox.next() => {
                 let Some(event) = event else { return End::PageGone };
                 let frame = match encode_event(&event) {

@@ -16,8 +16,18 @@ pub mod client;
 use leptos::prelude::*;
 use leptos_meta::{MetaTags, Stylesheet, provide_meta_context};
 
+/// What the node tells the page before it runs, in `<meta>` tags of the shell.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PageSettings {
+    /// Where the page fetches its connection token, if it signs in.
+    pub token_url: Option<String>,
+}
+
+/// The name of the `<meta>` tag holding [`PageSettings::token_url`].
+pub const TOKEN_URL_META: &str = "chatroom-token-url";
+
 /// The whole HTML document, rendered by the server and hydrated in the browser.
-pub fn shell(options: LeptosOptions) -> impl IntoView {
+pub fn shell(options: LeptosOptions, settings: PageSettings) -> impl IntoView {
     view! {
         <!DOCTYPE html>
         <html lang="en">
@@ -27,6 +37,7 @@ pub fn shell(options: LeptosOptions) -> impl IntoView {
                 <AutoReload options=options.clone() />
                 <HydrationScripts options />
                 <link rel="icon" type="image/svg+xml" href="/favicon.svg" />
+                {settings.token_url.map(|url| view! { <meta name=TOKEN_URL_META content=url /> })}
                 <MetaTags />
             </head>
             <body>

@@ -321,23 +321,35 @@ pub fn ChatPage() -> impl IntoView {
                 </button>
                 </div>
                 <div class="composer">
-                    <form class="user-container" on:submit=set_name>
-                        <label for="username" class="visually-hidden">
-                            "Your name"
-                        </label>
-                        <input
-                            type="text"
-                            id="username"
-                            autocomplete="nickname"
-                            placeholder="Enter a username"
-                            maxlength=name_max
-                            bind:value=name_draft
-                        />
-                        {move || counter("username-count", name_draft.with(|d| d.chars().count()), name_max())}
-                        <button type="submit" id="set-username" disabled=offline>
-                            "Set as Username"
-                        </button>
-                    </form>
+                    <Show
+                        when=move || chat.signed_in_as.with(Option::is_none)
+                        fallback=move || {
+                            view! {
+                                <p id="signed-in" class="signed-in">
+                                    "Signed in as "
+                                    <strong>{move || chat.signed_in_as.get().map(|name| name.to_string())}</strong>
+                                </p>
+                            }
+                        }
+                    >
+                        <form class="user-container" on:submit=set_name>
+                            <label for="username" class="visually-hidden">
+                                "Your name"
+                            </label>
+                            <input
+                                type="text"
+                                id="username"
+                                autocomplete="nickname"
+                                placeholder="Enter a username"
+                                maxlength=name_max
+                                bind:value=name_draft
+                            />
+                            {move || counter("username-count", name_draft.with(|d| d.chars().count()), name_max())}
+                            <button type="submit" id="set-username" disabled=offline>
+                                "Set as Username"
+                            </button>
+                        </form>
+                    </Show>
                     <p id="username-hint" class="hint" role="alert">
                         {move || name_hint.get()}
                     </p>
@@ -620,6 +632,7 @@ fn start_connection(chat: Chat, outbox: futures::channel::mpsc::UnboundedReceive
     crate::client::every(std::time::Duration::from_secs(10), move || chat.ask_for_rooms());
     crate::client::spawn(
         crate::client::socket_url(),
+        crate::client::token_url(),
         move || chat.auth(),
         outbox,
         move |state| chat.on_state(state),

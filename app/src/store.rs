@@ -200,6 +200,9 @@ pub struct Chat {
     next_line_id: StoredValue<u64>,
     /// The name the server accepted; presented again when reconnecting.
     pub username: RwSignal<Option<Username>>,
+    /// The name the person's sign-in fixes (from the connection token), if any: the page
+    /// then shows it instead of the name field.
+    pub signed_in_as: RwSignal<Option<Username>>,
     /// A name this page asked for and the server has not answered yet.
     pending_name: StoredValue<Option<Username>>,
     /// The node serving this connection, from its `hello`.
@@ -236,6 +239,7 @@ impl Chat {
             rooms: StoredValue::new(rooms),
             next_line_id: StoredValue::new(0),
             username: RwSignal::new(None),
+            signed_in_as: RwSignal::new(None),
             pending_name: StoredValue::new(None),
             node: RwSignal::new(None),
             resuming_name: StoredValue::new(None),
@@ -688,8 +692,7 @@ impl Chat {
                 }
                 self.on_refused(room, text);
             }
-            // The page connects without a token (yet): nothing signs it in.
-            ServerEvent::Notice(Notice::SignedIn { .. }) => {}
+            ServerEvent::Notice(Notice::SignedIn { name, .. }) => self.signed_in_as.set(name),
             ServerEvent::Notice(Notice::RoomLeft { room }) => {
                 if self.is_in(&room) && self.current.get_untracked() != room {
                     self.forget_room(&room);

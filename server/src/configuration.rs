@@ -289,6 +289,45 @@ pub struct AuthSettings {
     /// The `aud` connection tokens must carry; without it, tokens are taken without one.
     #[arg(long, env = "CHATROOM_TOKEN_AUDIENCE")]
     pub token_audience: Option<String>,
+
+    /// Where the page fetches its connection token (with the browser's cookies) before
+    /// each connection and before the token expires: a path on this site (`/auth/chat-token`)
+    /// or an `http(s)://` URL, answering `{"token": "…"}`.
+    #[arg(long, env = "CHATROOM_TOKEN_URL")]
+    pub token_url: Option<TokenUrl>,
+}
+
+/// Where the page fetches its connection token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenUrl {
+    url: String,
+    /// `scheme://host[:port]` of an absolute URL, for the page's connect-src.
+    origin: Option<String>,
+}
+
+impl TokenUrl {
+    /// The URL as the page fetches it.
+    pub fn as_str(&self) -> &str {
+        &self.url
+    }
+
+    /// The origin the page must be allowed to connect to (`None` for a path of this site).
+    pub fn origin(&self) -> Option<&str> {
+        self.origin.as_deref()
+    }
+}
+
+impl std::str::FromStr for TokenUrl {
+    type Err = String;
+    fn from_str(raw: &str) -> Result<Self, Self::Err> {
+        let uri: axum::http::Uri = raw.parse().map_err(|_| "not a URL".to_owned())?;
+        let origin = match (uri.scheme_str(), uri.authority()) {
+            (Some(scheme @ ("http" | "https")), Some(authority)) => Some(format!("{scheme}://{authority}")),
+            (None, None) if raw.starts_with('/') && !raw.starts_with("//") => None,
+            _ => return Err("expected a path (/auth/chat-token) or an http(s):// URL".into()),
+        };
+        Ok(Self { url: raw.to_owned(), origin })
+    }
 }
 
 /// The connection tokens' HMAC secret; it never appears when printed or logged.
@@ -637,6 +676,17 @@ mod tests {
         assert!(Settings::try_parse_from(["chatroom", "--token-hmac-secret", "short"]).is_err());
         let both = ["chatroom", "--token-hmac-secret", &secret, "--token-public-key", "key.pem"];
         assert!(Settings::try_parse_from(both).is_err(), "one key or the other");
+    }
+
+    #[test]
+    fn a_token_url_is_a_path_here_or_an_http_url_elsewhere() {
+        let url: TokenUrl = "/auth/chat-token".parse().unwrap();
+        assert_eq!((url.as_str(), url.origin()), ("/auth/chat-token", None));
+        let url: TokenUrl = "https://login.example:8443/chat/token?x=1".parse().unwrap();
+        assert_eq!(url.origin(), Some("https://login.example:8443"));
+        for bad in ["javascript:alert(1)", "//evil.example/token", "token", "ftp://h/t"] {
+            assert!(bad.parse::<TokenUrl>().is_err(), "{bad}");
+        }
     }
 
     #[test]

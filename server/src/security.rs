@@ -155,10 +155,17 @@ fn header_str(headers: &HeaderMap, name: header::HeaderName) -> Option<&str> {
 }
 
 /// The page's Content-Security-Policy: scripts only from the site or with this nonce,
-/// WebAssembly compiled (`wasm-unsafe-eval`), connections only back to the site.
-pub fn content_security_policy(nonce: &Nonce) -> String {
+/// WebAssembly compiled (`wasm-unsafe-eval`), connections only back to the site and to
+/// `token_origin`, where the page fetches its connection token.
+pub fn content_security_policy(nonce: &Nonce, token_origin: Option<&str>) -> String {
+    let mut connect = "'self'".to_owned();
+    if let Some(origin) = token_origin {
+        connect = format!("{connect} {origin}");
+    }
     // `cargo leptos watch` reloads the page through a WebSocket on a port of its own.
-    let connect = if std::env::var_os("LEPTOS_WATCH").is_some() { "'self' ws:" } else { "'self'" };
+    if std::env::var_os("LEPTOS_WATCH").is_some() {
+        connect.push_str(" ws:");
+    }
     format!(
         "default-src 'self'; script-src 'self' 'nonce-{nonce}' 'wasm-unsafe-eval'; style-src 'self'; \
          img-src 'self' data:; connect-src {connect}; object-src 'none'; base-uri 'none'; form-action 'self'; \
@@ -168,9 +175,9 @@ pub fn content_security_policy(nonce: &Nonce) -> String {
 
 /// Sets the page's Content-Security-Policy from the script nonce leptos_axum made for
 /// this response (its hydration script carries the same nonce). Runs as the page renders.
-pub fn page_security_policy() {
+pub fn page_security_policy(token_origin: Option<&str>) {
     let (Some(nonce), Some(response)) = (use_nonce(), use_context::<ResponseOptions>()) else { return };
-    match HeaderValue::from_str(&content_security_policy(&nonce)) {
+    match HeaderValue::from_str(&content_security_policy(&nonce, token_origin)) {
         Ok(csp) => response.insert_header(header::CONTENT_SECURITY_POLICY, csp),
         Err(err) => tracing::error!(%err, "the page's Content-Security-Policy is not a header value"),
     }
@@ -266,8 +273,11 @@ mod tests {
 
     #[test]
     fn the_policy_allows_the_wasm_and_the_nonce_only() {
-        let csp = content_security_policy(&Nonce::from_value("abc"));
+        let csp = content_security_policy(&Nonce::from_value("abc"), None);
         assert!(csp.contains("script-src 'self' 'nonce-abc' 'wasm-unsafe-eval'"), "{csp}");
         assert!(!csp.contains("unsafe-inline"), "{csp}");
+        assert!(csp.contains("connect-src 'self';"), "{csp}");
+        let csp = content_security_policy(&Nonce::from_value("abc"), Some("https://login.example"));
+        assert!(csp.contains("connect-src 'self' https://login.example;"), "{csp}");
     }
 }

@@ -21,7 +21,7 @@ use crate::request_head;
 use crate::security::{self, AllowedOrigins};
 use crate::status::{self, StatusBoard};
 use crate::tls::{self, NodeListener, TlsError};
-use app::shell;
+use app::{PageSettings, shell};
 use axum::Router;
 use axum::routing::get;
 use leptos::prelude::{LeptosOptions, get_configuration};
@@ -194,10 +194,16 @@ impl Application {
 
         // Leptos renders on the tokio runtime; a second call (tests) finds it set already.
         let _ = any_spawner::Executor::init_tokio();
-        let page = get(leptos_axum::render_app_to_stream_with_context(security::page_security_policy, {
-            let site = site.clone();
-            move || shell(site.clone())
-        }));
+        let token_url = settings.auth.token_url.clone();
+        let token_origin = token_url.as_ref().and_then(|url| url.origin().map(str::to_owned));
+        let page_settings = PageSettings { token_url: token_url.map(|url| url.as_str().to_owned()) };
+        let page = get(leptos_axum::render_app_to_stream_with_context(
+            move || security::page_security_policy(token_origin.as_deref()),
+            {
+                let site = site.clone();
+                move || shell(site.clone(), page_settings.clone())
+            },
+        ));
         // `/` opens the lobby, `/r/{room}` a room: the same page, which reads its address.
         let router = Router::new()
             .route("/", page.clone())
