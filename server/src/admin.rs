@@ -7,7 +7,7 @@
 //! handshake (HTTP 403).
 
 use crate::addresses::ClientAddr;
-use crate::auth::Gate;
+use crate::auth::{Gate, Subject};
 use crate::configuration::AdminToken;
 use crate::health::opens_connection;
 use crate::moderation::{Done, ModerationError, Moderator};
@@ -58,6 +58,8 @@ pub fn routes(moderator: Arc<Moderator>, token: AdminToken, gate: Arc<Gate>) -> 
         .route("/admin/bans", get(bans))
         .route("/admin/bans/{name}", delete(unban))
         .route("/admin/audit", get(audit))
+        .route("/admin/rooms/{room}/members/{sub}", post(add_member).delete(remove_member))
+        .route("/admin/members", get(members))
         .layer(axum::middleware::from_fn_with_state(admin.clone(), authorize))
         .with_state(admin)
 }
@@ -96,8 +98,10 @@ fn answer(result: Result<Done, ModerationError>) -> Response {
 
 fn failure(err: &ModerationError) -> Response {
     let status = match err {
-        ModerationError::NoSuchUser(_) | ModerationError::NoSuchLine { .. } => StatusCode::NOT_FOUND,
-        ModerationError::NotALine(_) => StatusCode::UNPROCESSABLE_ENTITY,
+        ModerationError::NoSuchUser(_) | ModerationError::NoSuchLine { .. } | ModerationError::NotAMember { .. } => {
+            StatusCode::NOT_FOUND
+        }
+        ModerationError::NotALine(_) | ModerationError::NotPrivate(_) => StatusCode::UNPROCESSABLE_ENTITY,
         ModerationError::Backend(_) => {
             tracing::error!(%err, "an admin action failed");
             StatusCode::SERVICE_UNAVAILABLE
@@ -194,6 +198,36 @@ async fn unban(State(admin): State<Admin>, Path(name): Path<String>) -> Response
 async fn bans(State(admin): State<Admin>) -> Response {
     match admin.moderator.sanctions().await {
         Ok(sanctions) => Json(json!({ "sanctions": sanctions })).into_response(),
+        Err(err) => failure(&err),
+    }
+}
+
+/// A room and a user (its token's `sub`) from the path.
+fn member_of(room: &str, sub: &str) -> Result<(RoomName, Subject), BadRequest> {
+    let sub = Subject::parse(sub).map_err(|_| BadRequest("a user is its token's sub: 1 to 128 characters".into()))?;
+    Ok((RoomName::parse(room).map_err(|refusal| BadRequest(refusal.to_string()))?, sub))
+}
+
+async fn add_member(State(admin): State<Admin>, Path((room, sub)): Path<(String, String)>) -> Response {
+    match member_of(&room, &sub) {
+        Ok((room, sub)) => answer(admin.moderator.add_member(&room, &sub).await),
+        Err(bad) => bad.into_response(),
+    }
+}
+
+async fn remove_member(State(admin): State<Admin>, Path((room, sub)): Path<(String, String)>) -> Response {
+    match member_of(&room, &sub) {
+        Ok((room, sub)) => answer(admin.moderator.remove_member(&room, &sub).await),
+        Err(bad) => bad.into_response(),
+    }
+}
+
+async fn members(State(admin): State<Admin>) -> Response {
+    match admin.moderator.members().await {
+        Ok(members) => {
+            let members: Vec<_> = members.iter().map(|(room, sub)| json!({ "room": room, "sub": sub })).collect();
+            Json(json!({ "members": members })).into_response()
+        }
         Err(err) => failure(&err),
     }
 }

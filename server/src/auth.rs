@@ -46,11 +46,31 @@ struct Claims {
     admin: bool,
 }
 
+/// A user id as the application gives it (a token's `sub`): 1 to 128 characters, no
+/// control characters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Subject(String);
+
+impl Subject {
+    /// Checks a user id.
+    pub fn parse(raw: &str) -> Result<Self, Denied> {
+        if raw.is_empty() || raw.chars().count() > MAX_SUBJECT_CHARS || raw.chars().any(char::is_control) {
+            return Err(Denied::BadClaim("sub"));
+        }
+        Ok(Self(raw.to_owned()))
+    }
+
+    /// The id as given.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
 /// A verified token: who the user is and what it may do.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Grant {
     /// The user id the application gave (`sub`): all its connections are one user.
-    pub subject: String,
+    pub subject: Subject,
     /// The name the token fixes (`name`), if any.
     pub name: Option<Username>,
     /// When the token expires (`exp`), in seconds since the Unix epoch.
@@ -169,11 +189,8 @@ fn denied_for(kind: &ErrorKind) -> Denied {
 }
 
 fn grant_of(claims: Claims) -> Result<Grant, Denied> {
-    let Some(subject) = claims.sub else { return Err(Denied::BadClaim("sub")) };
+    let subject = Subject::parse(claims.sub.as_deref().unwrap_or_default())?;
     let Some(expires) = claims.exp else { return Err(Denied::BadClaim("exp")) };
-    if subject.is_empty() || subject.chars().count() > MAX_SUBJECT_CHARS || subject.chars().any(char::is_control) {
-        return Err(Denied::BadClaim("sub"));
-    }
     let name = claims.name.map(|name| Username::parse(&name)).transpose().map_err(|_| Denied::BadClaim("name"))?;
     if claims.rooms.len() > MAX_TOKEN_ROOMS {
         return Err(Denied::BadClaim("rooms"));
@@ -300,7 +317,7 @@ mod tests {
     fn a_valid_token_grants_its_user_name_and_rooms() {
         let token = signed(&json!({"sub": "u-1", "exp": now() + 60, "name": " Ada ", "rooms": ["private-ops"]}));
         let Ok(Access::Signed(grant)) = gate(AuthPolicy::Token).admit(Some(&token)) else { panic!("not admitted") };
-        assert_eq!(grant.subject, "u-1");
+        assert_eq!(grant.subject.as_str(), "u-1");
         assert_eq!(grant.name.as_ref().map(Username::as_str), Some("Ada"));
         let access = Access::Signed(grant);
         assert!(access.may_join(&RoomName::parse("private-ops").expect("a room")));

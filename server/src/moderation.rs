@@ -1,6 +1,7 @@
 //! What operators do to lines and users, as plain functions over the chat and the
 //! moderation store: delete a line, kick, mute, ban and lift a ban, forget everything a
-//! user wrote, and keep events no longer than the retention. Every action is logged
+//! user wrote, add users to private rooms and take them off, and keep events no longer
+//! than the retention. Every action is logged
 //! (target `audit`) and kept in the audit trail. The admin API (`admin`) calls these.
 //!
 //! Invariant: a deleted line is gone from its room's bus before the room is told, so no
@@ -8,12 +9,14 @@
 //! Each node holds a copy of the sanctions in force and checks it without a round trip.
 
 use crate::addresses::ClientAddr;
+use crate::auth::Subject;
 use crate::backend::moderation::{AuditEntry, Moderation, Order, Sanction, SanctionKind, Target};
 use crate::backend::{BackendError, UserId};
 use crate::chat::ChatService;
 use app::protocol::{Position, Refusal, RoomEvent, RoomName, Username};
 use parking_lot::RwLock;
 use serde::Serialize;
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 use thiserror::Error;
@@ -45,6 +48,17 @@ pub enum ModerationError {
     /// Only chat lines can be deleted.
     #[error("the event at {0} is not a chat line")]
     NotALine(Position),
+    /// Users are added to private rooms only (anyone may join the others).
+    #[error("#{0} is not a private room: its name does not start with private-")]
+    NotPrivate(RoomName),
+    /// The user was not added to the room.
+    #[error("{user} was not added to #{room}")]
+    NotAMember {
+        /// The room.
+        room: RoomName,
+        /// The user's `sub`.
+        user: String,
+    },
     /// The backend failed.
     #[error(transparent)]
     Backend(#[from] BackendError),
@@ -68,12 +82,20 @@ pub struct Moderator {
     node: String,
     /// The sanctions in force, as last read.
     sanctions: RwLock<Vec<Sanction>>,
+    /// The users added to private rooms, as last read.
+    members: RwLock<HashSet<(RoomName, UserId)>>,
 }
 
 impl Moderator {
     /// The moderation of the node `node`.
     pub fn new(chat: Arc<ChatService>, store: Arc<dyn Moderation>, node: &str) -> Self {
-        Self { chat, store, node: node.to_owned(), sanctions: RwLock::new(Vec::new()) }
+        Self {
+            chat,
+            store,
+            node: node.to_owned(),
+            sanctions: RwLock::new(Vec::new()),
+            members: RwLock::new(HashSet::new()),
+        }
     }
 
     /// The store (orders, audit).
@@ -116,12 +138,61 @@ impl Moderator {
         Some(minutes_left(until, now))
     }
 
-    /// Reads the sanctions in force again.
+    /// Whether an operator added `user` to the private `room`.
+    pub fn admits(&self, room: &RoomName, user: &UserId) -> bool {
+        room.is_private() && self.members.read().contains(&(room.clone(), user.clone()))
+    }
+
+    /// Stops admitting `user` to `room` here at once (it was taken off the room).
+    pub fn forget_member(&self, room: &RoomName, user: &UserId) {
+        self.members.write().remove(&(room.clone(), user.clone()));
+    }
+
+    /// Reads the sanctions in force and the rooms' members again.
     pub async fn refresh(&self) {
         match self.store.sanctions().await {
             Ok(sanctions) => *self.sanctions.write() = sanctions,
             Err(err) => tracing::warn!(%err, "cannot read the sanctions; keeping the last ones read"),
         }
+        match self.store.members().await {
+            Ok(members) => *self.members.write() = members.into_iter().collect(),
+            Err(err) => tracing::warn!(%err, "cannot read the private rooms' members; keeping the last ones read"),
+        }
+    }
+
+    /// Lets the user whose token's `sub` is `subject` join the private `room`, on every node.
+    pub async fn add_member(&self, room: &RoomName, subject: &Subject) -> Result<Done, ModerationError> {
+        if !room.is_private() {
+            return Err(ModerationError::NotPrivate(room.clone()));
+        }
+        let subject = subject.as_str();
+        self.store.add_member(room, &UserId::from_subject(subject)).await?;
+        self.store.broadcast(&Order::Refresh).await?;
+        self.done("add_member", format!("#{room} {subject}"), "may join the room".into()).await
+    }
+
+    /// Takes that back: the user leaves the room on every node, unless its token lists it.
+    pub async fn remove_member(&self, room: &RoomName, subject: &Subject) -> Result<Done, ModerationError> {
+        let subject = subject.as_str();
+        let user = UserId::from_subject(subject);
+        if !self.store.remove_member(room, &user).await? {
+            return Err(ModerationError::NotAMember { room: room.clone(), user: subject.to_owned() });
+        }
+        self.store.broadcast(&Order::Revoke { room: room.clone(), user }).await?;
+        self.done("remove_member", format!("#{room} {subject}"), "taken out of the room".into()).await
+    }
+
+    /// The users added to private rooms (their `sub`), by room.
+    pub async fn members(&self) -> Result<Vec<(RoomName, String)>, ModerationError> {
+        let mut members: Vec<(RoomName, String)> = self
+            .store
+            .members()
+            .await?
+            .into_iter()
+            .filter_map(|(room, user)| Some((room, user.subject()?.to_owned())))
+            .collect();
+        members.sort();
+        Ok(members)
     }
 
     /// Deletes the chat line at `position` of `room`, and tells the room.
@@ -361,6 +432,27 @@ mod tests {
         chat.enter(&RoomName::lobby(), &user, &sid).await.unwrap();
         chat.set_username(&sid, &user, Some(&serde_json::json!(who))).await.unwrap();
         user
+    }
+
+    #[tokio::test]
+    async fn operators_add_users_to_private_rooms_and_take_them_off() {
+        let (_chat, moderator) = setup();
+        let ops = RoomName::parse("private-ops").unwrap();
+        let ada = Subject::parse("u-ada").unwrap();
+        let user = UserId::from_subject("u-ada");
+        let refused = moderator.add_member(&RoomName::lobby(), &ada).await;
+        assert!(matches!(refused, Err(ModerationError::NotPrivate(_))), "{refused:?}");
+        moderator.add_member(&ops, &ada).await.unwrap();
+        assert!(!moderator.admits(&ops, &user), "not before the store is read again");
+        moderator.refresh().await;
+        assert!(moderator.admits(&ops, &user));
+        assert!(!moderator.admits(&RoomName::parse("private-hr").unwrap(), &user));
+        assert_eq!(moderator.members().await.unwrap(), [(ops.clone(), "u-ada".to_owned())]);
+        moderator.remove_member(&ops, &ada).await.unwrap();
+        moderator.forget_member(&ops, &user);
+        assert!(!moderator.admits(&ops, &user));
+        let again = moderator.remove_member(&ops, &ada).await;
+        assert!(matches!(again, Err(ModerationError::NotAMember { .. })), "{again:?}");
     }
 
     #[tokio::test]

@@ -94,6 +94,11 @@ impl UserId {
         Self(format!("s:{subject}"))
     }
 
+    /// The `sub` of a user a connection token named.
+    pub fn subject(&self) -> Option<&str> {
+        self.0.strip_prefix("s:")
+    }
+
     /// The user that is this connection alone.
     pub fn of_connection(sid: &SessionId) -> Self {
         Self(format!("c:{sid}"))

@@ -1,13 +1,16 @@
 //! What operators impose and what every node must carry out: mutes and bans with their
-//! end, the audit trail of every action, and the orders sent to every node (close a
-//! user's connections, read the sanctions again). [`Moderation`] keeps them; `memory`
+//! end, the users added to private rooms, the audit trail of every action, and the
+//! orders sent to every node (close a user's connections, take a user out of a room,
+//! read the sanctions again). [`Moderation`] keeps them; `memory`
 //! for one node, `redis` for a cluster.
 //!
-//! Invariant: a sanction in force is in the store until its end; nodes hold a copy that
+//! Invariant: a sanction in force (or a user added to a room) is in the store until its
+//! end (or until it is taken back); nodes hold a copy that
 //! they read again on every [`Order::Refresh`] and every few seconds, so a node that
 //! missed an order is late by seconds at most.
 
 use super::{BackendError, UserId};
+use app::protocol::RoomName;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -112,8 +115,27 @@ pub enum Order {
         /// The sanction to put on the addresses of its keyless connections.
         then: (SanctionKind, u64),
     },
-    /// The sanctions changed: read them again.
+    /// Take this user out of this private room on every node (it was taken off the
+    /// room's members).
+    Revoke {
+        /// The room.
+        room: RoomName,
+        /// The user.
+        user: UserId,
+    },
+    /// The sanctions or the rooms' members changed: read them again.
     Refresh,
+}
+
+/// A user an operator added to a private room: `room|user` as the store keeps it.
+pub fn member_key(room: &RoomName, user: &UserId) -> String {
+    format!("{room}|{}", user.as_str())
+}
+
+/// The room and user of a [`member_key`] (a room name holds no `|`).
+pub fn member_of_key(key: &str) -> Option<(RoomName, UserId)> {
+    let (room, user) = key.split_once('|')?;
+    Some((RoomName::parse(room).ok()?, UserId::from_stored(user.to_owned())))
 }
 
 /// The sanctions, the audit trail and the orders of the whole service.
@@ -127,6 +149,15 @@ pub trait Moderation: Send + Sync {
 
     /// The sanctions in force (those that ended are forgotten).
     async fn sanctions(&self) -> Result<Vec<Sanction>, BackendError>;
+
+    /// Lets `user` join the private `room`, besides the users whose token lists it.
+    async fn add_member(&self, room: &RoomName, user: &UserId) -> Result<(), BackendError>;
+
+    /// Takes that back; whether the user had been added.
+    async fn remove_member(&self, room: &RoomName, user: &UserId) -> Result<bool, BackendError>;
+
+    /// Every user added to a private room, with the room.
+    async fn members(&self) -> Result<Vec<(RoomName, UserId)>, BackendError>;
 
     /// Adds an action to the audit trail (the newest few thousand are kept).
     async fn record(&self, entry: &AuditEntry) -> Result<(), BackendError>;

@@ -102,11 +102,10 @@ impl Connection {
             Inbound::Leave(room) => self.leave(&room).await,
             Inbound::ListRooms => match chat.rooms(self.max_listed).await {
                 Ok(rooms) => {
-                    let access = self.access.lock().clone();
                     // A private room is not even named to those who may not join it.
                     let rooms = rooms
                         .into_iter()
-                        .filter(|info| access.may_join(&info.room))
+                        .filter(|info| self.may_join(&info.room))
                         .map(|info| RoomCount { room: info.room, online: info.online })
                         .collect();
                     member.outbox.reply_event(ROOMS, &RoomList { rooms });
@@ -134,6 +133,11 @@ impl Connection {
                 }
             }
             Inbound::Refresh(token) => self.refresh(&token).await,
+            Inbound::Recheck(room) => {
+                if member.is_in(&room) && !self.may_join(&room) {
+                    self.leave(&room).await;
+                }
+            }
             Inbound::Message { room, raw } => {
                 let label = member.label(&room);
                 if !member.is_in(&room) {
@@ -164,7 +168,7 @@ impl Connection {
     async fn join(&self, room: &RoomName, after: Option<&Presented<Position>>) {
         let Self { member, sid, chat, hub, max_rooms, .. } = self;
         let label = member.label(room);
-        if !self.access.lock().may_join(room) {
+        if !self.may_join(room) {
             return member.outbox.refuse_in(label, &Refusal::RoomNotAllowed { room: room.to_string() });
         }
         if !member.is_in(room) && member.room_count() >= *max_rooms {
@@ -257,9 +261,15 @@ impl Connection {
         if let Access::Signed(grant) = &access {
             member.outbox.reply(&Notice::SignedIn { name: grant.name.clone(), expires: grant.expires });
         }
-        for room in member.rooms().into_iter().filter(|room| !access.may_join(room)) {
+        for room in member.rooms().into_iter().filter(|room| !self.may_join(room)) {
             self.leave(&room).await;
         }
+    }
+
+    /// Whether the connection may be in `room`: a public room, or a private one its token
+    /// lists or an operator added its user to.
+    fn may_join(&self, room: &RoomName) -> bool {
+        self.access.lock().may_join(room) || self.moderator.admits(room, &self.member.user)
     }
 
     /// Takes the name the client presented on connecting, unless its user has one.

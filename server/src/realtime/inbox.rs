@@ -51,6 +51,8 @@ pub(super) enum Inbound {
     SetUsername(Option<Value>),
     /// A fresh connection token.
     Refresh(String),
+    /// The user may no longer be in a private room: leave it unless its token lists it.
+    Recheck(RoomName),
     /// A chat line for a room, with the raw text.
     Message {
         /// The room.
@@ -72,7 +74,9 @@ impl Inbound {
             Inbound::TakeName(name) => return name.as_ref().map_or(0, String::len),
             Inbound::Refresh(token) => return token.len(),
             Inbound::ListRooms | Inbound::Older { .. } => return 0,
-            Inbound::Join { room, .. } | Inbound::Leave(room) | Inbound::Resync(room) => return room.as_str().len(),
+            Inbound::Join { room, .. } | Inbound::Leave(room) | Inbound::Resync(room) | Inbound::Recheck(room) => {
+                return room.as_str().len();
+            }
         };
         match raw {
             Some(Value::String(text)) => text.len(),

@@ -218,6 +218,19 @@ impl Member {
         self.ask_for_resync(room);
     }
 
+    /// Has its task check again that it may be in `room` (an operator took its user off
+    /// the room's members), and take it out if not.
+    pub(super) fn recheck(&self, room: &RoomName) {
+        if !self.is_in(room) {
+            return;
+        }
+        if let Err(NotQueued::Full) = self.queue.push(Inbound::Recheck(room.clone())) {
+            // It may not stay: let it go.
+            tracing::warn!(sid = %self.outbox.id(), "client must leave a room but its queue is full: disconnecting it");
+            self.outbox.disconnect();
+        }
+    }
+
     fn ask_for_resync(&self, room: &RoomName) {
         match self.queue.push(Inbound::Resync(room.clone())) {
             Ok(()) | Err(NotQueued::Closed) => {}

@@ -173,8 +173,9 @@ impl Realtime {
     }
 
     /// Carries out the operators' orders for the life of the node: closes the
-    /// connections of a kicked or banned user here, and puts a mute or ban of a keyless
-    /// user on its connections' addresses.
+    /// connections of a kicked or banned user here, puts a mute or ban of a keyless
+    /// user on its connections' addresses, and takes a user out of a private room it
+    /// was taken off.
     pub async fn follow_orders(self) {
         let mut orders = self.moderator.store().orders();
         loop {
@@ -189,6 +190,14 @@ impl Realtime {
             let (user, then, close) = match order {
                 Order::Kick { user, then } => (user, then, true),
                 Order::Mark { user, then } => (user, Some(then), false),
+                Order::Revoke { room, user } => {
+                    // Refused from now on here, before the store is read again.
+                    self.moderator.forget_member(&room, &user);
+                    for member in self.hub.snapshot().into_iter().filter(|member| member.user == user) {
+                        member.recheck(&room);
+                    }
+                    continue;
+                }
                 Order::Refresh => continue,
             };
             for member in self.hub.snapshot().into_iter().filter(|member| member.user == user) {
@@ -246,7 +255,7 @@ impl Realtime {
             }
         };
         let user = match (&access, auth.as_ref().and_then(|auth| auth.key.as_ref())) {
-            (Access::Signed(grant), _) => UserId::from_subject(&grant.subject),
+            (Access::Signed(grant), _) => UserId::from_subject(grant.subject.as_str()),
             (_, Some(Presented::Valid(key))) => UserId::from_key(key),
             (_, Some(Presented::Invalid(_))) => {
                 tracing::debug!(%sid, "client key ignored: not 16-64 characters of A-Z a-z 0-9 _ -");

@@ -313,3 +313,53 @@ async fn a_token_with_the_admin_claim_opens_the_admin_api() {
     assert_eq!(http_request(host_of(&url), "GET", "/admin/bans", &[("Authorization", &admin)]).await.0, 200);
     assert_eq!(http_request(host_of(&url), "GET", "/admin/bans", &[("Authorization", &user)]).await.0, 403);
 }
+
+#[tokio::test]
+async fn an_operator_adds_a_user_to_a_private_room_and_takes_them_off_on_every_node() {
+    let redis = RedisServer::start().await;
+    let (node1, node2) = two_nodes(&redis, "open").await;
+    let admin = |method: &'static str, path: &'static str| {
+        let url = node1.url();
+        async move {
+            let bearer = format!("Bearer {ADMIN_TOKEN}");
+            http_request(host_of(&url), method, path, &[("Authorization", &bearer)]).await
+        }
+    };
+    let mut ada = signed_in(&node1.url(), &user_token("u-ada", "Ada", &json!({"rooms": ["private-ops"]})), "Ada").await;
+    let mut eve = signed_in(&node2.url(), &user_token("u-eve", "Eve", &json!({})), "Eve").await;
+    join(&mut ada, "private-ops").await;
+    eve.emit("join", json!([{"room": "private-ops"}])).await;
+    assert_eq!(refused(&mut eve).await, "You may not join the room private-ops.");
+
+    assert_eq!(admin("POST", "/admin/rooms/lobby/members/u-eve").await.0, 422, "only private rooms have members");
+    assert_eq!(admin("POST", "/admin/rooms/private-ops/members/u-eve").await.0, 200);
+    let (_, _, listed) = admin("GET", "/admin/members").await;
+    assert!(listed.contains(r#"{"room":"private-ops","sub":"u-eve"}"#), "{listed}");
+    // Every node reads the members again on the operator's order, within moments.
+    let mut presence = Value::Null;
+    for _ in 0..25 {
+        eve.emit("join", json!([{"room": "private-ops"}])).await;
+        let (event, arg) = eve.next_any().await;
+        if event == "notice" && arg["kind"] == "refused" {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            continue;
+        }
+        presence = eve.wait_for("presence", |p| p["room"] == "private-ops", |_, _| {}).await;
+        break;
+    }
+    assert_eq!(presence["users"], json!(["Ada", "Eve"]));
+    say(&mut ada, "private-ops", "welcome, Eve").await;
+    chat_line(&mut eve, "welcome, Eve").await;
+
+    assert_eq!(admin("DELETE", "/admin/rooms/private-ops/members/u-eve").await.0, 200);
+    eve.wait_for("notice", |n| n["kind"] == "room_left" && n["room"] == "private-ops", |_, _| {}).await;
+    let left = ada.wait_for("line", |l| l["kind"] == "left", |_, _| {}).await;
+    assert_eq!((left["room"].as_str(), left["author"].as_str()), (Some("private-ops"), Some("Eve")));
+    say(&mut ada, "private-ops", "Eve is gone").await;
+    chat_line(&mut ada, "Eve is gone").await;
+    let seen = format!("{:?}", eve.events_within(QUIET).await);
+    assert!(!seen.contains("Eve is gone"), "{seen}");
+    eve.emit("join", json!([{"room": "private-ops"}])).await;
+    assert_eq!(refused(&mut eve).await, "You may not join the room private-ops.");
+    assert_eq!(admin("DELETE", "/admin/rooms/private-ops/members/u-eve").await.0, 404);
+}

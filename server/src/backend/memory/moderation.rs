@@ -1,18 +1,20 @@
 //! Moderation on one node: the sanctions and the audit trail in this process, and the
 //! orders on a channel to this node alone.
 
-use crate::backend::BackendError;
 use crate::backend::moderation::{
     AUDIT_KEPT, AuditEntry, Moderation, Order, Sanction, SanctionKind, Target, sanction_key,
 };
+use crate::backend::{BackendError, UserId};
+use app::protocol::RoomName;
 use async_trait::async_trait;
 use parking_lot::Mutex;
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use tokio::sync::broadcast;
 
 /// Moderation of a single node.
 pub struct MemoryModeration {
     sanctions: Mutex<HashMap<String, Sanction>>,
+    members: Mutex<BTreeSet<(RoomName, String)>>,
     audit: Mutex<VecDeque<AuditEntry>>,
     orders: broadcast::Sender<Order>,
 }
@@ -21,6 +23,7 @@ impl Default for MemoryModeration {
     fn default() -> Self {
         Self {
             sanctions: Mutex::new(HashMap::new()),
+            members: Mutex::new(BTreeSet::new()),
             audit: Mutex::new(VecDeque::new()),
             orders: broadcast::Sender::new(ORDERS_WAITING),
         }
@@ -46,6 +49,19 @@ impl Moderation for MemoryModeration {
         let mut sanctions = self.sanctions.lock();
         sanctions.retain(|_, sanction| sanction.in_force(now));
         Ok(sanctions.values().cloned().collect())
+    }
+
+    async fn add_member(&self, room: &RoomName, user: &UserId) -> Result<(), BackendError> {
+        self.members.lock().insert((room.clone(), user.as_str().to_owned()));
+        Ok(())
+    }
+
+    async fn remove_member(&self, room: &RoomName, user: &UserId) -> Result<bool, BackendError> {
+        Ok(self.members.lock().remove(&(room.clone(), user.as_str().to_owned())))
+    }
+
+    async fn members(&self) -> Result<Vec<(RoomName, UserId)>, BackendError> {
+        Ok(self.members.lock().iter().map(|(room, user)| (room.clone(), UserId::from_stored(user.clone()))).collect())
     }
 
     async fn record(&self, entry: &AuditEntry) -> Result<(), BackendError> {

@@ -36,6 +36,9 @@ pub fn global_keys() -> [String; 14] {
 /// Hash: sanction key (`mute|user:…`, `ban|address:…`) → the sanction's JSON.
 pub const SANCTIONS_KEY: &str = "chatroom:{global}:sanctions";
 
+/// Set: the users operators added to private rooms, as `room|user`.
+pub const MEMBERS_KEY: &str = "chatroom:{global}:members";
+
 /// Stream: the operators' actions, newest kept.
 pub const AUDIT_KEY: &str = "chatroom:{global}:audit";
 

@@ -1,14 +1,15 @@
 //! Moderation of a cluster: the sanctions in a hash (`chatroom:{global}:sanctions`, key →
-//! JSON), the audit trail in a capped stream (`chatroom:{global}:audit`), and the orders
+//! JSON), the users added to private rooms in a set (`chatroom:{global}:members`), the audit trail in a capped stream (`chatroom:{global}:audit`), and the orders
 //! on a channel (`chatroom:orders`) that every node follows.
 
 use super::connect;
-use super::keys::{AUDIT_KEY, ORDERS_CHANNEL, SANCTIONS_KEY};
-use crate::backend::BackendError;
+use super::keys::{AUDIT_KEY, MEMBERS_KEY, ORDERS_CHANNEL, SANCTIONS_KEY};
 use crate::backend::memory::ORDERS_WAITING;
 use crate::backend::moderation::{
-    AUDIT_KEPT, AuditEntry, Moderation, Order, Sanction, SanctionKind, Target, sanction_key,
+    AUDIT_KEPT, AuditEntry, Moderation, Order, Sanction, SanctionKind, Target, member_key, member_of_key, sanction_key,
 };
+use crate::backend::{BackendError, UserId};
+use app::protocol::RoomName;
 use async_trait::async_trait;
 use futures::StreamExt;
 use redis::Client;
@@ -99,6 +100,23 @@ impl Moderation for RedisModeration {
             let () = redis::cmd("HDEL").arg(SANCTIONS_KEY).arg(&ended).query_async(&mut conn).await?;
         }
         Ok(in_force)
+    }
+
+    async fn add_member(&self, room: &RoomName, user: &UserId) -> Result<(), BackendError> {
+        let _: u64 =
+            redis::cmd("SADD").arg(MEMBERS_KEY).arg(member_key(room, user)).query_async(&mut self.conn.clone()).await?;
+        Ok(())
+    }
+
+    async fn remove_member(&self, room: &RoomName, user: &UserId) -> Result<bool, BackendError> {
+        let removed: u64 =
+            redis::cmd("SREM").arg(MEMBERS_KEY).arg(member_key(room, user)).query_async(&mut self.conn.clone()).await?;
+        Ok(removed > 0)
+    }
+
+    async fn members(&self) -> Result<Vec<(RoomName, UserId)>, BackendError> {
+        let keys: Vec<String> = redis::cmd("SMEMBERS").arg(MEMBERS_KEY).query_async(&mut self.conn.clone()).await?;
+        Ok(keys.iter().filter_map(|key| member_of_key(key)).collect())
     }
 
     async fn record(&self, entry: &AuditEntry) -> Result<(), BackendError> {
