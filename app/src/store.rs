@@ -654,6 +654,8 @@ impl Chat {
     pub fn on_event(&self, event: ServerEvent) {
         match event {
             ServerEvent::Hello(hello) => {
+                // A new connection: signed in only if its `signed_in` follows.
+                self.signed_in_as.set(None);
                 self.node.set(Some(hello.node));
                 if let Some(limits) = hello.limits {
                     self.limits.set(limits);
@@ -1119,5 +1121,17 @@ mod tests {
         assert_eq!(chat.lines.get_untracked()[0].kind, LineKind::Deleted);
         let Some(After::PerRoom(after)) = chat.auth().after else { panic!("per room") };
         assert_eq!(after["lobby"], Some(Presented::Valid(Position { ms: 3, seq: 0 })), "resumes after the deletion");
+    }
+
+    #[test]
+    fn a_sign_in_holds_for_its_connection_only() {
+        let _owner = reactive();
+        let (chat, _sent) = online();
+        chat.on_event(ServerEvent::Hello(Hello { node: "n1".into(), limits: None }));
+        chat.on_event(ServerEvent::Notice(Notice::SignedIn { name: Some(name("Ada")), expires: 1 }));
+        assert_eq!(chat.signed_in_as.get_untracked(), Some(name("Ada")));
+        // Connected again without a token (its fetch failed): the name field is back.
+        chat.on_event(ServerEvent::Hello(Hello { node: "n2".into(), limits: None }));
+        assert_eq!(chat.signed_in_as.get_untracked(), None);
     }
 }
