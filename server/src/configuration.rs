@@ -163,10 +163,38 @@ pub struct RedisSettings {
     #[arg(long, env = "REDIS_URL")]
     pub redis_url: Option<RedisUrl>,
 
-    /// A PEM file of the CA that signed Redis's TLS certificate (for `rediss://` to a
-    /// Redis whose certificate the system's roots do not vouch for).
+    /// A PEM file of the CA that signed Redis's TLS certificate (for `rediss://` or
+    /// `--redis-tls` to a Redis whose certificate the system's roots do not vouch for).
     #[arg(long, env = "CHATROOM_REDIS_CA_CERT")]
     pub redis_ca_cert: Option<PathBuf>,
+
+    /// Redis Sentinel instead of --redis-url: the sentinels (`HOST:PORT,…`) that name the
+    /// master; this node follows the master they name through failovers.
+    #[arg(
+        long,
+        env = "CHATROOM_REDIS_SENTINEL",
+        value_delimiter = ',',
+        conflicts_with = "redis_url",
+        requires = "redis_sentinel_master"
+    )]
+    pub redis_sentinel: Vec<HostPort>,
+
+    /// The name the sentinels know the master by (`sentinel monitor NAME …`).
+    #[arg(long, env = "CHATROOM_REDIS_SENTINEL_MASTER", requires = "redis_sentinel")]
+    pub redis_sentinel_master: Option<String>,
+
+    /// The password of the master and replicas found through Sentinel.
+    #[arg(long, env = "CHATROOM_REDIS_PASSWORD", hide_env_values = true, requires = "redis_sentinel")]
+    pub redis_password: Option<RedisPassword>,
+
+    /// The password of the sentinels.
+    #[arg(long, env = "CHATROOM_REDIS_SENTINEL_PASSWORD", hide_env_values = true, requires = "redis_sentinel")]
+    pub redis_sentinel_password: Option<RedisPassword>,
+
+    /// Speak TLS to the sentinels, the master and its replicas (with --redis-ca-cert for
+    /// a private CA).
+    #[arg(long, env = "CHATROOM_REDIS_TLS", requires = "redis_sentinel")]
+    pub redis_tls: bool,
 
     /// Seconds a session record lives in Redis without its node refreshing it.
     #[arg(long, env = "CHATROOM_SESSION_TTL_SECS", default_value_t = 60,
@@ -433,8 +461,68 @@ impl std::fmt::Debug for RedisUrl {
     }
 }
 
+/// A server's address, `HOST:PORT`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostPort {
+    /// The host name or IP address.
+    pub host: String,
+    /// The TCP port.
+    pub port: u16,
+}
+
+impl std::str::FromStr for HostPort {
+    type Err = String;
+    fn from_str(raw: &str) -> Result<Self, Self::Err> {
+        let expected = || format!("expected HOST:PORT, got {raw:?}");
+        let (host, port) = raw.trim().rsplit_once(':').ok_or_else(expected)?;
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        let port: u16 = port.parse().map_err(|_| expected())?;
+        if host.is_empty() || port == 0 || host.chars().any(|c| c.is_whitespace() || c == '/' || c == '@') {
+            return Err(expected());
+        }
+        Ok(Self { host: host.to_owned(), port })
+    }
+}
+
+impl std::fmt::Display for HostPort {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.host.contains(':') {
+            write!(f, "[{}]:{}", self.host, self.port)
+        } else {
+            write!(f, "{}:{}", self.host, self.port)
+        }
+    }
+}
+
+/// A Redis password; it never appears when printed or logged.
+#[derive(Clone, PartialEq, Eq)]
+pub struct RedisPassword(String);
+
+impl RedisPassword {
+    /// The password itself, for connecting.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::str::FromStr for RedisPassword {
+    type Err = String;
+    fn from_str(raw: &str) -> Result<Self, Self::Err> {
+        if raw.is_empty() {
+            return Err("an empty password: leave the option out instead".into());
+        }
+        Ok(Self(raw.to_owned()))
+    }
+}
+
+impl std::fmt::Debug for RedisPassword {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RedisPassword(…)")
+    }
+}
+
 /// `scheme://user:secret@host/…` becomes `scheme://user:***@host/…`.
-fn redact_password(url: &str) -> String {
+pub fn redact_password(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else { return url.to_owned() };
     let authority_end = rest.find('/').unwrap_or(rest.len());
     let (authority, path) = rest.split_at(authority_end);
@@ -646,6 +734,31 @@ mod tests {
         assert_eq!(redact_password("redis://token@h"), "redis://***@h");
         for bad in ["http://h", "h:6379", "redis://h:notaport"] {
             assert!(Settings::try_parse_from(["chatroom", "--redis-url", bad]).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn sentinels_need_the_master_name_and_take_the_place_of_the_url() {
+        let sentinel = ["--redis-sentinel", "10.0.0.1:26379,[::1]:26380,redis-s3:26381"];
+        let s = Settings::try_parse_from(["chatroom"].into_iter().chain(sentinel).chain([
+            "--redis-sentinel-master",
+            "chat",
+            "--redis-password",
+            "pw1",
+        ]))
+        .unwrap();
+        let hosts: Vec<String> = s.redis.redis_sentinel.iter().map(ToString::to_string).collect();
+        assert_eq!(hosts, ["10.0.0.1:26379", "[::1]:26380", "redis-s3:26381"]);
+        assert_eq!(s.redis.redis_password.as_ref().map(RedisPassword::expose), Some("pw1"));
+        assert!(!format!("{s:?}").contains("pw1"), "the password is hidden");
+        let parse = |args: &[&str]| Settings::try_parse_from(["chatroom"].iter().chain(args));
+        assert!(parse(&sentinel).is_err(), "without --redis-sentinel-master");
+        assert!(parse(&["--redis-sentinel-master", "chat"]).is_err(), "a master name without sentinels");
+        assert!(parse(&["--redis-password", "pw"]).is_err(), "a password without sentinels");
+        let both = ["--redis-url", "redis://h:1", sentinel[0], sentinel[1], "--redis-sentinel-master", "chat"];
+        assert!(parse(&both).is_err(), "a URL and sentinels");
+        for bad in ["h", "h:0", ":26379", "h:notaport", "redis://h:1", "a b:1"] {
+            assert!(bad.parse::<HostPort>().is_err(), "{bad}");
         }
     }
 

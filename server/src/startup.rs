@@ -7,11 +7,13 @@ use crate::auth::{Gate, KeyError, TokenVerifier};
 use crate::backend::BackendError;
 use crate::backend::memory::MemoryModeration;
 use crate::backend::moderation::Moderation;
-use crate::backend::redis::{RedisBuses, RedisModeration, RedisPresence, RedisSessions};
+use crate::backend::redis::{
+    RedisBuses, RedisLink, RedisModeration, RedisPresence, RedisSessions, RedisTarget, SentinelTarget,
+};
 use crate::chat::{Backends, ChatService};
+use crate::configuration::AuthSettings;
 use crate::configuration::Settings;
 use crate::configuration::retention_check_every;
-use crate::configuration::{AuthSettings, RedisUrl};
 use crate::health::{self, Health};
 use crate::metrics::{self, Metrics};
 use crate::moderation::Moderator;
@@ -51,8 +53,8 @@ pub enum StartupError {
     Site(#[from] leptos::config::errors::LeptosConfigError),
     #[error("cannot listen on {addr}: {source}")]
     Bind { addr: SocketAddr, source: std::io::Error },
-    #[error("cannot use Redis at {url}: {source}")]
-    Redis { url: RedisUrl, source: BackendError },
+    #[error("cannot use Redis at {target}: {source}")]
+    Redis { target: String, source: BackendError },
     #[error(transparent)]
     Tls(#[from] TlsError),
     #[error("cannot read the Redis CA certificate {path}: {source}")]
@@ -132,7 +134,7 @@ impl Application {
         let mut background = Vec::new();
         let mut moderation: Arc<dyn Moderation> = Arc::new(MemoryModeration::default());
         let chat = Arc::new(
-            match &settings.redis.redis_url {
+            match redis_target(&settings)? {
                 None => {
                     tracing::info!(node = %node_name, "single node with in-memory state");
                     ChatService::in_memory_with(
@@ -141,11 +143,11 @@ impl Application {
                         settings.rooms(),
                     )
                 }
-                Some(url) => {
-                    let (chat, keep_alive, shared) = cluster_chat(&settings, url, &node_name).await?;
+                Some(target) => {
+                    let (chat, keep_alive, shared) = cluster_chat(&settings, &target, &node_name).await?;
                     background.push(keep_alive);
                     moderation = shared;
-                    tracing::info!(node = %node_name, redis = %url, "cluster node: the rooms are shared through Redis");
+                    tracing::info!(node = %node_name, redis = %target, "cluster node: the rooms are shared through Redis");
                     chat
                 }
             }
@@ -345,35 +347,49 @@ impl Application {
     }
 }
 
+/// Where Redis is, from the settings: `None` for a single node with in-memory state.
+fn redis_target(settings: &Settings) -> Result<Option<RedisTarget>, StartupError> {
+    let redis = &settings.redis;
+    let ca_pem = match &redis.redis_ca_cert {
+        None => None,
+        Some(path) => Some(
+            std::fs::read(path).map_err(|source| StartupError::RedisCa { path: path.display().to_string(), source })?,
+        ),
+    };
+    if let Some(url) = &redis.redis_url {
+        return Ok(Some(RedisTarget::Single { url: url.expose().to_owned(), ca_pem }));
+    }
+    let Some(master) = &redis.redis_sentinel_master else { return Ok(None) };
+    Ok(Some(RedisTarget::Sentinel(SentinelTarget {
+        sentinels: redis.redis_sentinel.iter().map(|s| (s.host.clone(), s.port)).collect(),
+        master: master.clone(),
+        password: redis.redis_password.as_ref().map(|p| p.expose().to_owned()),
+        sentinel_password: redis.redis_sentinel_password.as_ref().map(|p| p.expose().to_owned()),
+        tls: redis.redis_tls,
+        ca_pem,
+    })))
+}
+
 /// The chat service over Redis, and the task that keeps this node's sessions alive.
 async fn cluster_chat(
     settings: &Settings,
-    url: &RedisUrl,
+    target: &RedisTarget,
     node_name: &str,
 ) -> Result<(ChatService, JoinHandle<()>, Arc<dyn Moderation>), StartupError> {
-    let redis_error = |source| StartupError::Redis { url: url.clone(), source };
-    let client = match &settings.redis.redis_ca_cert {
-        None => redis::Client::open(url.expose()),
-        Some(path) => {
-            let pem = std::fs::read(path)
-                .map_err(|source| StartupError::RedisCa { path: path.display().to_string(), source })?;
-            let certs = redis::TlsCertificates { client_tls: None, root_cert: Some(pem) };
-            redis::Client::build_with_tls(url.expose(), certs)
-        }
-    }
-    .map_err(|err| redis_error(BackendError::from(err)))?;
-    let buses = RedisBuses::connect(&client, settings.stream_max_len()).await.map_err(redis_error)?;
-    let sessions = Arc::new(RedisSessions::connect(&client, settings.session_ttl()).await.map_err(redis_error)?);
+    let redis_error = |source| StartupError::Redis { target: target.to_string(), source };
+    let link = RedisLink::open(target).await.map_err(redis_error)?;
+    let buses = RedisBuses::connect(&link, settings.stream_max_len()).await.map_err(redis_error)?;
+    let sessions = Arc::new(RedisSessions::connect(&link, settings.session_ttl()).await.map_err(redis_error)?);
     let keep_alive = tokio::spawn({
         let sessions = sessions.clone();
         async move { sessions.keep_alive().await }
     });
-    let presence = RedisPresence::connect(&client, node_name, settings.stream_max_len(), settings.presence())
+    let presence = RedisPresence::connect(&link, node_name, settings.stream_max_len(), settings.presence())
         .await
         .map_err(redis_error)?
         .with_policy(settings.rooms());
     let backends = Backends { sessions, buses: Arc::new(buses), presence: Arc::new(presence), rooms: settings.rooms() };
-    let moderation = Arc::new(RedisModeration::connect(&client).await.map_err(redis_error)?);
+    let moderation = Arc::new(RedisModeration::connect(&link).await.map_err(redis_error)?);
     Ok((ChatService::new(backends, settings.max_message_chars()), keep_alive, moderation))
 }
 

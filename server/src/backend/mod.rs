@@ -255,6 +255,15 @@ pub enum BackendError {
     /// what came after the reader's position in the old one is gone.
     #[error("the room's stream was lost and started anew; events after the last one delivered may be gone")]
     EpochChanged,
+    /// The event a reader delivered last is gone, though nothing was trimmed past it: a
+    /// failover promoted a replica that never had it (and perhaps the events before it).
+    #[error("the event at {after} that was delivered is gone (the newest before it is {last}): a failover lost events")]
+    Rewound {
+        /// The position the reader asked to read after.
+        after: Position,
+        /// The newest position the bus holds before it: reading on from there misses nothing.
+        last: Position,
+    },
     /// A line reached Redis after its deadline and was dropped there, unpublished.
     #[error("the line reached Redis too late and was dropped")]
     PastDeadline,

@@ -264,6 +264,18 @@ async fn deliver(state: Arc<RoomState>, chat: Arc<ChatService>, metrics: Arc<Met
                 }
                 after = Position::default();
             }
+            Err(BackendError::Rewound { after: delivered, last }) => {
+                // A failover lost the newest events delivered here: the room's clients
+                // saw lines the room no longer has, and are told with a reset. Delivery
+                // goes on after the newest event the room has, so none that follow is missed.
+                tracing::error!(%room, %delivered, %last, "a Redis failover lost events delivered here; resetting the room's clients");
+                metrics.backend_error("rewound");
+                let members: Vec<Arc<Member>> = state.members.read().values().cloned().collect();
+                for member in members {
+                    member.resync(room);
+                }
+                after = last;
+            }
             Err(BackendError::Trimmed { after: missed_from, oldest }) => {
                 // Events in between are gone for this node: its clients in the room are
                 // told with a reset rather than left with a hole.

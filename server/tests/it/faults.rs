@@ -1,31 +1,11 @@
 //! Faults of the Redis under the nodes: a Redis that loses its data must not leave a
 //! silent gap for anyone.
 
-use crate::support::{Client, Node, RedisServer, Transport, chat_text, lines_until};
+use crate::support::{Client, Node, RedisServer, Transport, chat_text, lines_until, send_until_accepted};
 use redis::AsyncCommands;
 use serde_json::{Value, json};
 use server::backend::redis::keys::RoomKeys;
 use std::time::{Duration, Instant};
-
-/// Sends `text` until the sender hears it back (a line refused while its node
-/// reconnects to Redis is sent again).
-async fn send_until_accepted(sender: &mut Client, text: &str) {
-    let echo = format!("s: {text}");
-    for _ in 0..40 {
-        sender.send(text).await;
-        loop {
-            let got = sender.next_message().await;
-            if got == echo {
-                return;
-            }
-            if got.starts_with("Failed") {
-                tokio::time::sleep(Duration::from_millis(250)).await;
-                break;
-            }
-        }
-    }
-    panic!("{text:?} was never accepted");
-}
 
 /// Waits for a live `backlog` of kind `reset` (lines before it are skipped); returns it.
 async fn live_reset(client: &mut Client) -> Value {

@@ -9,6 +9,7 @@
 //! - `older`: reading a room's older lines back;
 //! - `cluster`: many nodes on one Redis, and Redis or a node failing;
 //! - `faults`: Redis losing its data, stalling, or a node taken for dead by mistake;
+//! - `failover`: Redis Sentinel promoting a replica under the nodes;
 //! - `load_balancer`: nodes behind nginx;
 //! - `hostile`: clients that mean harm or misbehave;
 //! - `moderation`: operators deleting, muting, banning and forgetting, and retention;
@@ -22,6 +23,7 @@ mod auth;
 mod cluster;
 mod contract;
 mod drain;
+mod failover;
 mod faults;
 mod health;
 mod hostile;

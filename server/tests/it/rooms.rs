@@ -295,13 +295,13 @@ async fn the_room_list_counts_who_is_in_each_room_across_nodes_and_new_rooms_are
 #[tokio::test]
 async fn a_room_nobody_is_in_is_forgotten_with_its_keys_after_the_idle_time() {
     use server::backend::redis::keys::RoomKeys;
-    use server::backend::redis::{PresenceTimings, RedisPresence};
+    use server::backend::redis::{PresenceTimings, RedisLink, RedisPresence, RedisTarget};
     use server::backend::{Presence, RoomPolicy, SessionId, UserId};
     let redis = RedisServer::start().await;
-    let client = redis::Client::open(redis.url()).unwrap();
+    let link = RedisLink::open(&RedisTarget::Single { url: redis.url(), ca_pem: None }).await.unwrap();
     let timings = PresenceTimings { grace: Duration::ZERO, node_timeout: Duration::from_secs(10) };
     let idle = Duration::from_secs(2);
-    let presence = RedisPresence::connect(&client, "node-1", 100, timings)
+    let presence = RedisPresence::connect(&link, "node-1", 100, timings)
         .await
         .unwrap()
         .with_policy(RoomPolicy { max_rooms: 10, idle });

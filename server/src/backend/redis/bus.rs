@@ -8,18 +8,17 @@
 //! one stream at a time works the same on Redis Cluster, where one blocking read across
 //! rooms of different slots is refused.
 
-use super::connect;
 use super::keys::{RoomKeys, WAKE_CHANNEL};
+use super::{RedisConn, RedisLink};
 use crate::backend::{BackendError, BusStats, Buses, Delivered, EventBus, Span, UserId};
 use app::protocol::{Position, RoomEvent, RoomName};
 use async_trait::async_trait;
 use futures::StreamExt;
 use parking_lot::Mutex;
-use redis::aio::ConnectionManager;
+use redis::Script;
 use redis::streams::{StreamRangeReply, StreamReadReply};
-use redis::{Client, Script};
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock, Weak};
 use std::time::{Duration, Instant};
 use tokio::sync::Notify;
@@ -55,11 +54,13 @@ pub fn bus_script() -> Script {
 /// What the buses of all rooms share: connections, the script, the wake-ups.
 struct Shared {
     /// Publishing and `/readyz`.
-    writer: ConnectionManager,
+    writer: RedisConn,
     /// Backlog reads (history, resume), so that a big one delays no publish or probe.
-    history: ConnectionManager,
+    history: RedisConn,
     /// The reads of delivery.
-    reader: ConnectionManager,
+    reader: RedisConn,
+    /// The way to Redis (whose generation tells of a failover).
+    link: RedisLink,
     script: Script,
     max_len: usize,
     /// Redis's clock minus ours in ms, and when that was measured.
@@ -92,17 +93,18 @@ pub struct RedisBuses {
 impl RedisBuses {
     /// Opens the writer, history and reader connections, and subscribes to the wake
     /// channel for the life of the node.
-    pub async fn connect(client: &Client, max_len: usize) -> Result<Self, BackendError> {
+    pub async fn connect(link: &RedisLink, max_len: usize) -> Result<Self, BackendError> {
         let shared = Arc::new(Shared {
-            writer: connect(client, PUBLISH_TIMEOUT).await?,
-            history: connect(client, Duration::from_secs(5)).await?,
-            reader: connect(client, Duration::from_secs(5)).await?,
+            writer: link.connect(PUBLISH_TIMEOUT).await?,
+            history: link.connect(Duration::from_secs(5)).await?,
+            reader: link.connect(Duration::from_secs(5)).await?,
+            link: link.clone(),
             script: bus_script(),
             max_len,
             clock_offset: Mutex::new(None),
             wakers: Mutex::new(HashMap::new()),
         });
-        tokio::spawn(listen(client.clone(), Arc::downgrade(&shared)));
+        tokio::spawn(listen(link.clone(), Arc::downgrade(&shared)));
         Ok(Self { shared })
     }
 
@@ -113,6 +115,7 @@ impl RedisBuses {
             room: room.clone(),
             keys: RoomKeys::of(room),
             check_trim: AtomicBool::new(true),
+            checked_in: AtomicU64::new(self.shared.link.generation()),
             epoch: Mutex::new(None),
             waker: OnceLock::new(),
         }
@@ -127,9 +130,9 @@ impl Buses for RedisBuses {
 
 /// Follows the wake channel and wakes the reader of each room it names, until the node's
 /// buses are dropped; subscribes again after a failure, and then wakes every reader.
-async fn listen(client: Client, shared: Weak<Shared>) {
+async fn listen(link: RedisLink, shared: Weak<Shared>) {
     loop {
-        match client.get_async_pubsub().await {
+        match link.client().get_async_pubsub().await {
             Ok(mut pubsub) => match pubsub.subscribe(WAKE_CHANNEL).await {
                 Ok(()) => {
                     let Some(buses) = shared.upgrade() else { return };
@@ -163,6 +166,8 @@ pub struct RedisBus {
     /// Set until the first read and after a failed one: the next read first checks that
     /// the stream was not trimmed past the reader's position while it was away.
     check_trim: AtomicBool,
+    /// The link's generation the last check was made in: a failover since calls for another.
+    checked_in: AtomicU64,
     /// The epoch the reader is in: `None` before its first read, `Some(None)` while
     /// there is no stream.
     epoch: Mutex<Option<Option<Position>>>,
@@ -182,24 +187,66 @@ impl Drop for RedisBus {
 }
 
 impl RedisBus {
-    async fn trimmed_past(
-        &self,
-        conn: &mut ConnectionManager,
-        after: Position,
-    ) -> Result<Option<Position>, BackendError> {
+    /// The newest id trimming removed from the stream (the default position for none).
+    async fn max_deleted(&self, conn: &mut RedisConn) -> Result<Position, BackendError> {
         let info: HashMap<String, redis::Value> =
             match redis::cmd("XINFO").arg("STREAM").arg(&self.keys.stream).query_async(conn).await {
                 Ok(info) => info,
                 // No stream yet: nothing was trimmed.
-                Err(err) if err.to_string().contains("no such key") => return Ok(None),
+                Err(err) if err.to_string().contains("no such key") => return Ok(Position::default()),
                 Err(err) => return Err(err.into()),
             };
-        let deleted = info
+        Ok(info
             .get("max-deleted-entry-id")
             .and_then(|v| redis::from_redis_value::<String>(v.clone()).ok())
             .and_then(|id| id.parse::<Position>().ok())
-            .unwrap_or_default();
-        Ok((deleted > after).then_some(deleted))
+            .unwrap_or_default())
+    }
+
+    /// `Trimmed` when the stream no longer holds every event after `after`.
+    async fn check_trimmed(&self, conn: &mut RedisConn, after: Position) -> Result<(), BackendError> {
+        let deleted = self.max_deleted(conn).await?;
+        if deleted > after {
+            return Err(BackendError::Trimmed { after, oldest: deleted });
+        }
+        Ok(())
+    }
+
+    /// `Rewound` when the event at `after` is gone though nothing was trimmed past it:
+    /// the master a failover promoted never had it. (An operator's deletion of exactly
+    /// that event looks the same, and costs the room's clients a needless reset.)
+    async fn check_rewound(&self, conn: &mut RedisConn, after: Position) -> Result<(), BackendError> {
+        if after == Position::default() {
+            return Ok(());
+        }
+        let (at, before): (StreamRangeReply, StreamRangeReply) = redis::pipe()
+            .cmd("XRANGE")
+            .arg(&self.keys.stream)
+            .arg(after.to_string())
+            .arg(after.to_string())
+            .cmd("XREVRANGE")
+            .arg(&self.keys.stream)
+            .arg(format!("({after}"))
+            .arg("-")
+            .arg("COUNT")
+            .arg(1)
+            .query_async(conn)
+            .await?;
+        if !at.ids.is_empty() {
+            return Ok(());
+        }
+        // Trimmed away is not lost: what follows it is still there, or `Trimmed` says not.
+        if self.max_deleted(conn).await? >= after {
+            return self.check_trimmed(conn, after).await;
+        }
+        // A stream that began anew (Redis lost its data) is the epoch's business.
+        let epoch: Option<String> = redis::cmd("GET").arg(&self.keys.epoch).query_async(conn).await?;
+        let epoch = epoch.map(|epoch| epoch.parse::<Position>()).transpose()?;
+        if self.epoch_changed(epoch) {
+            return Err(BackendError::EpochChanged);
+        }
+        let last = before.ids.first().map(|entry| entry.id.parse()).transpose()?.unwrap_or_default();
+        Err(BackendError::Rewound { after, last })
     }
 
     /// Redis's clock now, in ms, from ours and the last measured difference.
@@ -382,9 +429,7 @@ impl EventBus for RedisBus {
 
     async fn range_after(&self, after: Position, max: usize) -> Result<Vec<Delivered>, BackendError> {
         let mut conn = self.shared.history.clone();
-        if let Some(oldest) = self.trimmed_past(&mut conn, after).await? {
-            return Err(BackendError::Trimmed { after, oldest });
-        }
+        self.check_trimmed(&mut conn, after).await?;
         let range: StreamRangeReply = redis::cmd("XRANGE")
             .arg(&self.keys.stream)
             .arg(format!("({after}"))
@@ -405,10 +450,15 @@ impl EventBus for RedisBus {
                 *self.epoch.lock() = Some((span.tail != Position::default()).then_some(span.epoch));
             }
             if self.check_trim.load(Ordering::Relaxed) {
-                if let Some(oldest) = self.trimmed_past(&mut conn, after).await? {
-                    return Err(BackendError::Trimmed { after, oldest });
-                }
+                self.check_trimmed(&mut conn, after).await?;
                 self.check_trim.store(false, Ordering::Relaxed);
+            }
+            // After a failover the new master may lack the newest events this reader
+            // delivered, and the ids it gives next may be lower than theirs.
+            let generation = self.shared.link.generation();
+            if self.checked_in.load(Ordering::Relaxed) != generation {
+                self.check_rewound(&mut conn, after).await?;
+                self.checked_in.store(generation, Ordering::Relaxed);
             }
             loop {
                 // The epoch is read right after the entries, in the same round trip: a
@@ -444,7 +494,10 @@ impl EventBus for RedisBus {
         }
         .await;
         // After any failure but a trim or a new epoch, the next read checks for a trim first.
-        if result.as_ref().is_err_and(|err| !matches!(err, BackendError::Trimmed { .. } | BackendError::EpochChanged)) {
+        let gap = |err: &BackendError| {
+            matches!(err, BackendError::Trimmed { .. } | BackendError::Rewound { .. } | BackendError::EpochChanged)
+        };
+        if result.as_ref().is_err_and(|err| !gap(err)) {
             self.check_trim.store(true, Ordering::Relaxed);
         }
         result

@@ -2,8 +2,8 @@
 //! JSON), the users added to private rooms in a set (`chatroom:{global}:members`), the audit trail in a capped stream (`chatroom:{global}:audit`), and the orders
 //! on a channel (`chatroom:orders`) that every node follows.
 
-use super::connect;
 use super::keys::{AUDIT_KEY, MEMBERS_KEY, ORDERS_CHANNEL, SANCTIONS_KEY};
+use super::{RedisConn, RedisLink};
 use crate::backend::memory::ORDERS_WAITING;
 use crate::backend::moderation::{
     AUDIT_KEPT, AuditEntry, Moderation, Order, Sanction, SanctionKind, Target, member_key, member_of_key, sanction_key,
@@ -12,8 +12,6 @@ use crate::backend::{BackendError, UserId};
 use app::protocol::RoomName;
 use async_trait::async_trait;
 use futures::StreamExt;
-use redis::Client;
-use redis::aio::ConnectionManager;
 use redis::streams::StreamRangeReply;
 use std::collections::HashMap;
 use std::time::Duration;
@@ -24,24 +22,24 @@ const RESUBSCRIBE: Duration = Duration::from_secs(1);
 
 /// Moderation shared by every node of a cluster.
 pub struct RedisModeration {
-    conn: ConnectionManager,
+    conn: RedisConn,
     orders: broadcast::Sender<Order>,
 }
 
 impl RedisModeration {
     /// Connects, and follows the orders channel for the life of the process.
-    pub async fn connect(client: &Client) -> Result<Self, BackendError> {
+    pub async fn connect(link: &RedisLink) -> Result<Self, BackendError> {
         let orders = broadcast::Sender::new(ORDERS_WAITING);
-        tokio::spawn(listen(client.clone(), orders.clone()));
-        Ok(Self { conn: connect(client, Duration::from_secs(2)).await?, orders })
+        tokio::spawn(listen(link.clone(), orders.clone()));
+        Ok(Self { conn: link.connect(Duration::from_secs(2)).await?, orders })
     }
 }
 
 /// Passes every order published on the channel to this node; subscribes again after a
 /// failure, and then asks for a refresh (an order may have been missed meanwhile).
-async fn listen(client: Client, orders: broadcast::Sender<Order>) {
+async fn listen(link: RedisLink, orders: broadcast::Sender<Order>) {
     loop {
-        match client.get_async_pubsub().await {
+        match link.client().get_async_pubsub().await {
             Ok(mut pubsub) => match pubsub.subscribe(ORDERS_CHANNEL).await {
                 Ok(()) => {
                     let mut messages = pubsub.on_message();

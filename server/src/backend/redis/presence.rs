@@ -13,8 +13,8 @@
 //! data, or after the node was wrongly taken for dead).
 
 use super::bus::STREAM_LUA;
-use super::connect;
 use super::keys::{RoomKeys, global_keys, status_key};
+use super::{RedisConn, RedisLink};
 use crate::backend::{
     BackendError, Claim, ClusterStatus, Entered, NodeStatus, Presence, RoomInfo, RoomPolicy, SessionId, Swept, UserId,
 };
@@ -23,8 +23,7 @@ use app::protocol::{PresenceList, RoomName, Username};
 use async_trait::async_trait;
 use futures::future::try_join_all;
 use parking_lot::{Mutex, MutexGuard};
-use redis::aio::ConnectionManager;
-use redis::{Client, FromRedisValue, Script};
+use redis::{FromRedisValue, Script};
 use std::collections::{BTreeSet, HashMap};
 use std::time::Duration;
 
@@ -38,7 +37,7 @@ struct LiveConnection {
 
 /// Presence in Redis, seen from one node.
 pub struct RedisPresence {
-    conn: ConnectionManager,
+    conn: RedisConn,
     global: Script,
     room: Script,
     global_keys: [String; 14],
@@ -71,13 +70,13 @@ pub struct PresenceTimings {
 impl RedisPresence {
     /// Presence for the node named `node`, announcing on streams capped at `stream_max_len`.
     pub async fn connect(
-        client: &Client,
+        link: &RedisLink,
         node: &str,
         stream_max_len: usize,
         timings: PresenceTimings,
     ) -> Result<Self, BackendError> {
         Ok(Self {
-            conn: connect(client, Duration::from_secs(2)).await?,
+            conn: link.connect(Duration::from_secs(2)).await?,
             global: Script::new(include_str!("global.lua")),
             room: Script::new(&format!("{STREAM_LUA}{}", include_str!("room.lua"))),
             global_keys: global_keys(),

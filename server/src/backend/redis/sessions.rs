@@ -1,13 +1,11 @@
 //! Legacy session records: `session:{sid}` hashes with a TTL. The node remembers its live
 //! sessions to keep them alive and to write them back if Redis lost them.
 
-use super::connect;
+use super::{RedisConn, RedisLink};
 use crate::backend::{BackendError, SessionId, SessionStore};
 use app::protocol::Username;
 use async_trait::async_trait;
 use parking_lot::{Mutex, MutexGuard};
-use redis::Client;
-use redis::aio::ConnectionManager;
 use std::collections::HashMap;
 use std::time::Duration;
 
@@ -16,7 +14,7 @@ const REFRESH_CHUNK: usize = 500;
 
 /// Session hashes with a TTL, seen from one node.
 pub struct RedisSessions {
-    conn: ConnectionManager,
+    conn: RedisConn,
     ttl: Duration,
     /// This node's live sessions and their names ("" before one is set).
     live: Mutex<HashMap<SessionId, String>>,
@@ -29,8 +27,8 @@ pub fn session_key(sid: &SessionId) -> String {
 
 impl RedisSessions {
     /// A store whose records expire `ttl` after their last refresh.
-    pub async fn connect(client: &Client, ttl: Duration) -> Result<Self, BackendError> {
-        Ok(Self { conn: connect(client, Duration::from_secs(2)).await?, ttl, live: Mutex::new(HashMap::new()) })
+    pub async fn connect(link: &RedisLink, ttl: Duration) -> Result<Self, BackendError> {
+        Ok(Self { conn: link.connect(Duration::from_secs(2)).await?, ttl, live: Mutex::new(HashMap::new()) })
     }
 
     fn live(&self) -> MutexGuard<'_, HashMap<SessionId, String>> {

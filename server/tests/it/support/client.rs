@@ -408,3 +408,23 @@ pub fn assert_exactly_once(label: &str, got: &[(String, String)], first: u32, la
     println!("{label}: sent {}, received {}, duplicates {duplicates}, gaps {missing}", expected.len(), numbers.len());
     assert_eq!(numbers, expected, "{label}: not exactly once and in order");
 }
+
+/// Sends `text` from a legacy client named `s` until it hears the line back; returns how
+/// many tries were refused first (a refused line is not published: it is sent again).
+pub async fn send_until_accepted(sender: &mut Client, text: &str) -> u32 {
+    let echo = format!("s: {text}");
+    for refused in 0..80 {
+        sender.send(text).await;
+        loop {
+            let got = sender.next_message().await;
+            if got == echo {
+                return refused;
+            }
+            if got.starts_with("Failed") {
+                tokio::time::sleep(Duration::from_millis(250)).await;
+                break;
+            }
+        }
+    }
+    panic!("{text:?} was never accepted");
+}

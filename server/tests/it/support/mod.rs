@@ -8,12 +8,14 @@ mod client;
 mod http;
 mod processes;
 mod raw;
+mod sentinel;
 
 pub use app::{spawn_app, spawn_app_with};
 pub use client::*;
 pub use http::{get_json, host_of, http_get, http_get_with, http_request};
 pub use processes::{Node, RedisServer};
 pub use raw::{RawSocket, raw_socket};
+pub use sentinel::SentinelGroup;
 
 use std::path::PathBuf;
 use std::time::Duration;

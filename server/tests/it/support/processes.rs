@@ -26,6 +26,19 @@ impl RedisServer {
         .await
     }
 
+    /// Starts a replica of the server on `master_port` (without persistence either: it
+    /// loads its master's data from the socket, and would write any file to the temporary
+    /// directory, not the checkout).
+    pub async fn start_replica_of(master_port: u16) -> RedisServer {
+        let dir = std::env::temp_dir().display().to_string();
+        Self::start_on_a_free_port(|port| {
+            let base = ["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"];
+            let replica = ["--replicaof", "127.0.0.1", &master_port.to_string(), "--repl-diskless-load", "on-empty-db"];
+            base.iter().chain(&replica).chain(&["--dir", dir.as_str()]).map(ToString::to_string).collect()
+        })
+        .await
+    }
+
     /// Starts a server speaking only TLS (certificate and key in PEM files), requiring
     /// `password`.
     pub async fn start_tls(cert: &Path, key: &Path, password: &str) -> RedisServer {
@@ -124,10 +137,15 @@ pub struct Node {
 impl Node {
     /// Starts a node on a free port; `extra` are more command-line flags.
     pub async fn spawn(redis_url: &str, name: &str, extra: &[&str]) -> Node {
+        Self::spawn_on_redis(&["--redis-url", redis_url], name, extra).await
+    }
+
+    /// Starts a node on a free port that finds Redis by the flags `redis`.
+    pub async fn spawn_on_redis(redis: &[&str], name: &str, extra: &[&str]) -> Node {
         // A port free a moment ago may be taken by another test's server meanwhile: then
         // this node cannot bind it, and it is started again on another port.
         for _ in 0..5 {
-            if let Some(node) = Self::try_spawn_on(free_port(), redis_url, name, extra).await {
+            if let Some(node) = Self::try_spawn_on(free_port(), redis, name, extra).await {
                 return node;
             }
         }
@@ -136,15 +154,15 @@ impl Node {
 
     /// Starts a node on `port` (for example again, after it stopped).
     pub async fn spawn_on(port: u16, redis_url: &str, name: &str, extra: &[&str]) -> Node {
-        Self::try_spawn_on(port, redis_url, name, extra)
+        Self::try_spawn_on(port, &["--redis-url", redis_url], name, extra)
             .await
             .unwrap_or_else(|| panic!("{name} did not start on port {port}"))
     }
 
     /// Starts a node on `port`; `None` when it exits before serving as itself.
-    async fn try_spawn_on(port: u16, redis_url: &str, name: &str, extra: &[&str]) -> Option<Node> {
+    async fn try_spawn_on(port: u16, redis: &[&str], name: &str, extra: &[&str]) -> Option<Node> {
         let mut command = Command::new(env!("CARGO_BIN_EXE_server"));
-        command.args(["--addr", &format!("127.0.0.1:{port}"), "--redis-url", redis_url, "--node-name", name]);
+        command.args(["--addr", &format!("127.0.0.1:{port}"), "--node-name", name]).args(redis);
         if !extra.contains(&"--shutdown-timeout-secs") {
             command.args(["--shutdown-timeout-secs", "2"]);
         }

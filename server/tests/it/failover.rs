@@ -1,0 +1,181 @@
+//! Redis without a single point of failure: nodes that find the master through Sentinel
+//! follow a failover by themselves.
+
+use crate::support::{
+    Client, Node, SentinelGroup, Transport, chat_text, eventually, get_json, key_auth, send_until_accepted,
+};
+use serde_json::Value;
+use std::time::{Duration, Instant};
+
+/// Two nodes that find the master through `group`'s sentinels; the first takes `extra` flags.
+async fn two_nodes(group: &SentinelGroup, extra: &[&str]) -> (Node, Node) {
+    let flags = group.node_flags();
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    (Node::spawn_on_redis(&flags, "node-1", extra).await, Node::spawn_on_redis(&flags, "node-2", &[]).await)
+}
+
+/// The chat lines a structured client is sent live, as (text, position), up to `last`.
+async fn chat_until(client: &mut Client, last: &str) -> Vec<(String, String)> {
+    let mut got = Vec::new();
+    loop {
+        let (event, args) = client.next_event().await;
+        assert!(
+            !(event == "backlog" && args[0]["kind"] == "reset"),
+            "{last}: no line was lost, yet a client was reset: {args}"
+        );
+        if let Some(line) = (event == "line").then(|| chat_text(&args[0])).flatten() {
+            let done = line.0 == last;
+            got.push(line);
+            if done {
+                return got;
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn chat_goes_on_after_the_sentinels_promote_the_replica() {
+    let mut group = SentinelGroup::start().await;
+    let (node1, node2) = two_nodes(&group, &[]).await;
+    let mut sender = Client::named(&node1.url(), "s").await;
+    let mut near = Client::user(&node1.url(), "near").await;
+    let mut far = Client::user(&node2.url(), "far").await;
+    for n in 0..5 {
+        send_until_accepted(&mut sender, &format!("before {n}")).await;
+    }
+    chat_until(&mut far, "before 4").await;
+    chat_until(&mut near, "before 4").await;
+    // The replica has every line before the master dies.
+    let mut master = group.master.connection().await;
+    let acked: u64 = redis::cmd("WAIT").arg(1).arg(400).query_async(&mut master).await.unwrap();
+    assert_eq!(acked, 1, "the replica follows the master");
+
+    let old = group.master.port;
+    group.master.stop().await;
+    let killed = Instant::now();
+    let (status, body) = get_json(&node2.url(), "/readyz").await;
+    assert_eq!(status, 503, "a node without a master is not ready: {body}");
+    let refused = send_until_accepted(&mut sender, "0").await;
+    let accepted = killed.elapsed();
+    let promoted = group.wait_for_failover_from(old).await;
+    assert_eq!(promoted, group.replica.port, "the sentinels promoted the replica");
+    for n in 1..20 {
+        send_until_accepted(&mut sender, &n.to_string()).await;
+    }
+    let far_lines = chat_until(&mut far, "19").await;
+    let seen_far = killed.elapsed();
+    let near_lines = chat_until(&mut near, "19").await;
+    println!(
+        "failover: the first line accepted {:.1} s after kill -9 of the master ({refused} refused meanwhile), \
+         seen on the other node within {:.1} s",
+        accepted.as_secs_f64(),
+        seen_far.as_secs_f64()
+    );
+    assert!(accepted < Duration::from_secs(15), "chat resumed only after {accepted:?}");
+    assert_eq!(get_json(&node2.url(), "/readyz").await.0, 200, "ready again on the new master");
+
+    // Both nodes deliver the lines after the failover once each, in one order.
+    let texts: Vec<&str> = far_lines.iter().map(|(text, _)| text.as_str()).collect();
+    let expected: Vec<String> = (0..20).map(|n| n.to_string()).collect();
+    assert_eq!(texts, expected, "every line once, in the order sent");
+    assert_eq!(far_lines, near_lines, "both nodes deliver the same lines at the same positions");
+    let positions: Vec<&str> = far_lines.iter().map(|(_, pos)| pos.as_str()).collect();
+    let mut sorted = positions.clone();
+    sorted.sort_by_key(|pos| {
+        pos.split_once('-').map(|(ms, seq)| (ms.parse::<u64>().unwrap(), seq.parse::<u64>().unwrap()))
+    });
+    assert_eq!(positions, sorted, "positions rise");
+
+    // A client joining now gets the lines from before the failover too: the replica had them.
+    let mut late = Client::connect_with_auth(&node2.url(), Transport::WebSocket, key_auth("late")).await;
+    let joined = late.joined().await;
+    let history: Vec<String> = joined.lines.iter().filter_map(chat_text).map(|(text, _)| text).collect();
+    assert!(history.contains(&"before 4".to_owned()) && history.contains(&"19".to_owned()), "{history:?}");
+}
+
+#[tokio::test]
+async fn a_failover_that_lost_lines_resets_the_clients_that_saw_them() {
+    let mut group = SentinelGroup::start().await;
+    let (node1, node2) = two_nodes(&group, &[]).await;
+    let mut sender = Client::named(&node1.url(), "s").await;
+    let mut far = Client::user(&node2.url(), "far").await;
+    send_until_accepted(&mut sender, "kept").await;
+    chat_until(&mut far, "kept").await;
+
+    // The replica stops following the master: what the master accepts now, only it has.
+    group.replica.signal("STOP").await;
+    let mut master = group.master.connection().await;
+    let _: u64 = redis::cmd("CLIENT").arg("KILL").arg("TYPE").arg("replica").query_async(&mut master).await.unwrap();
+    for n in 0..3 {
+        send_until_accepted(&mut sender, &format!("lost {n}")).await;
+    }
+    let seen = chat_until(&mut far, "lost 2").await;
+    assert_eq!(seen.len(), 3, "{seen:?}");
+    let old = group.master.port;
+    group.master.stop().await;
+    group.replica.signal("CONT").await;
+    for n in 0..5 {
+        send_until_accepted(&mut sender, &format!("after {n}")).await;
+    }
+    assert_eq!(group.wait_for_failover_from(old).await, group.replica.port);
+
+    // The client that saw the lost lines is told: a reset whose history lacks them; and
+    // it misses none of the lines that follow.
+    let mut reset: Option<Vec<String>> = None;
+    let mut live = Vec::new();
+    while !live.contains(&"after 4".to_owned()) && reset.as_ref().is_none_or(|h| !h.contains(&"after 4".to_owned())) {
+        let (event, args) = far.next_event().await;
+        let arg: &Value = &args[0];
+        if event == "backlog" && arg["kind"] == "reset" {
+            let lines = arg["lines"].as_array().cloned().unwrap_or_default();
+            reset = Some(lines.iter().filter_map(chat_text).map(|(text, _)| text).collect());
+            live.clear();
+        } else if let Some((text, _)) = (event == "line").then(|| chat_text(arg)).flatten() {
+            live.push(text);
+        }
+    }
+    let history = reset.expect("a reset after the failover lost lines it had shown");
+    assert!(history.contains(&"kept".to_owned()), "{history:?}");
+    assert!(!history.iter().any(|text| text.starts_with("lost")), "{history:?}");
+    let after: Vec<String> = history.iter().chain(&live).filter(|t| t.starts_with("after")).cloned().collect();
+    let expected: Vec<String> = (0..5).map(|n| format!("after {n}")).collect();
+    assert_eq!(after, expected, "every line after the failover once, in order");
+}
+
+#[tokio::test]
+async fn a_master_restarted_empty_gets_presence_and_sessions_back_and_clients_a_reset() {
+    let mut group = SentinelGroup::start().await;
+    let (node1, node2) = two_nodes(&group, &["--session-ttl-secs", "3"]).await;
+    let mut sender = Client::named(&node1.url(), "s").await;
+    let mut live = Client::user(&node2.url(), "live").await;
+    send_until_accepted(&mut sender, "before").await;
+    let before = chat_until(&mut live, "before").await.pop().expect("the line").1;
+
+    // Restarted within the sentinels' patience, without persistence: the master comes
+    // back empty, and its replica copies the emptiness.
+    group.master.stop().await;
+    group.master.restart().await;
+    send_until_accepted(&mut sender, "after").await;
+    live.wait_for("backlog", |backlog| backlog["kind"] == "reset", |_, _| {}).await;
+    let session = format!("session:{}", sender.sid);
+    let written_back = eventually(Duration::from_secs(10), || async {
+        let name: Option<String> = redis::cmd("HGET")
+            .arg(&session)
+            .arg("username")
+            .query_async(&mut group.master.connection().await)
+            .await
+            .unwrap();
+        name.as_deref() == Some("s")
+    });
+    assert!(written_back.await.is_some(), "the sender's session record was not written back");
+    let listed = eventually(Duration::from_secs(10), || async {
+        let mut look = Client::connect_with_auth(&node2.url(), Transport::WebSocket, key_auth("look")).await;
+        let online = look.joined().await.online;
+        look.close().await;
+        online.contains(&"s".to_owned())
+    });
+    assert!(listed.await.is_some(), "the sender is missing from who is online after the master lost its data");
+    let auth = serde_json::json!({"v": 1, "key": "back-key-0123456789", "after": before});
+    let mut back = Client::connect_with_auth(&node1.url(), Transport::WebSocket, auth).await;
+    assert_eq!(back.joined().await.kind, "reset", "a position from before the loss gets a reset");
+}
