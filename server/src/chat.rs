@@ -291,9 +291,15 @@ impl ChatService {
         let author = author.ok_or(Refusal::NoUsername)?;
         let text = MessageText::parse(text_of(raw).ok_or(Refusal::MessageNotText)?, self.max_message_chars)?;
         let event = RoomEvent::Chat { author: author.to_string(), text: text.into_string() };
-        self.bus(room).publish_by(event, user).await.map_err(|err| {
-            tracing::error!(%author, %room, %err, "a chat line was not published; its sender is told");
-            Refusal::Unavailable
+        self.bus(room).publish_by(event, user).await.map_err(|err| match err {
+            BackendError::NotYetReplicated { position } => {
+                tracing::warn!(%author, %room, %position, "a chat line is published but no replica has it yet; its sender is told");
+                Refusal::NotYetSafe
+            }
+            err => {
+                tracing::error!(%author, %room, %err, "a chat line was not published; its sender is told");
+                Refusal::Unavailable
+            }
         })
     }
 

@@ -196,6 +196,18 @@ pub struct RedisSettings {
     #[arg(long, env = "CHATROOM_REDIS_TLS", requires = "redis_sentinel")]
     pub redis_tls: bool,
 
+    /// When a line counts as accepted: `async`, when the master has it (a failover may
+    /// lose the newest lines); `replica`, when a replica has it too (lines are delivered
+    /// only then; the master needs a replica, see docs/scaling.md).
+    #[arg(long, env = "CHATROOM_REDIS_DURABILITY", value_enum, default_value_t = crate::backend::redis::Durability::Async)]
+    pub redis_durability: crate::backend::redis::Durability,
+
+    /// Under `--redis-durability replica`: how long a replica has to acknowledge the
+    /// newest lines before their sender is told they are not yet safe (ms).
+    #[arg(long, env = "CHATROOM_REDIS_REPLICA_WAIT_MS", default_value_t = 1_000,
+          value_parser = clap::value_parser!(u64).range(10..=60_000))]
+    pub redis_replica_wait_ms: u64,
+
     /// Seconds a session record lives in Redis without its node refreshing it.
     #[arg(long, env = "CHATROOM_SESSION_TTL_SECS", default_value_t = 60,
           value_parser = clap::value_parser!(u64).range(3..=3_600))]

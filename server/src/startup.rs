@@ -8,7 +8,8 @@ use crate::backend::BackendError;
 use crate::backend::memory::MemoryModeration;
 use crate::backend::moderation::Moderation;
 use crate::backend::redis::{
-    RedisBuses, RedisLink, RedisModeration, RedisPresence, RedisSessions, RedisTarget, SentinelTarget,
+    Durability, RedisBuses, RedisLink, RedisModeration, RedisPresence, RedisSessions, RedisTarget, Replication,
+    SentinelTarget,
 };
 use crate::chat::{Backends, ChatService};
 use crate::configuration::AuthSettings;
@@ -378,7 +379,14 @@ async fn cluster_chat(
 ) -> Result<(ChatService, JoinHandle<()>, Arc<dyn Moderation>), StartupError> {
     let redis_error = |source| StartupError::Redis { target: target.to_string(), source };
     let link = RedisLink::open(target).await.map_err(redis_error)?;
-    let buses = RedisBuses::connect(&link, settings.stream_max_len()).await.map_err(redis_error)?;
+    let replication = match settings.redis.redis_durability {
+        Durability::Async => None,
+        Durability::Replica => {
+            let wait = Duration::from_millis(settings.redis.redis_replica_wait_ms);
+            Some(Replication::start(&link, wait).await.map_err(redis_error)?)
+        }
+    };
+    let buses = RedisBuses::connect(&link, settings.stream_max_len(), replication).await.map_err(redis_error)?;
     let sessions = Arc::new(RedisSessions::connect(&link, settings.session_ttl()).await.map_err(redis_error)?);
     let keep_alive = tokio::spawn({
         let sessions = sessions.clone();

@@ -69,6 +69,12 @@ pub enum Refusal {
     /// The line could not be published (the backend is down).
     #[error("Failed to send the message: the chat service is unavailable, try again.")]
     Unavailable,
+    /// The line was sent, but no replica of the chat's store confirmed it in time: it is
+    /// shown once one does (and lost, unseen, if the store fails first).
+    #[error(
+        "Your message was sent but is not yet safe: it appears once the chat's store has a copy. Do not send it again."
+    )]
+    NotYetSafe,
     /// The room is not a string.
     #[error("Room must be a string.")]
     RoomNotText,
@@ -173,6 +179,7 @@ impl Refusal {
             Refusal::TooFast => "too_fast",
             Refusal::RenamesTooFast => "renames_too_fast",
             Refusal::Unavailable => "unavailable",
+            Refusal::NotYetSafe => "not_yet_safe",
             Refusal::RoomNotText => "room_not_text",
             Refusal::EmptyRoomName => "empty_room_name",
             Refusal::RoomNameTooLong { .. } => "room_name_too_long",

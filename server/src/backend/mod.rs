@@ -264,6 +264,13 @@ pub enum BackendError {
         /// The newest position the bus holds before it: reading on from there misses nothing.
         last: Position,
     },
+    /// The line is published, but no replica acknowledged it in time (`replica`
+    /// durability): it is delivered once one does, and lost if the master fails first.
+    #[error("the event at {position} is published but no replica has it yet")]
+    NotYetReplicated {
+        /// Where it stands in the room's order.
+        position: Position,
+    },
     /// A line reached Redis after its deadline and was dropped there, unpublished.
     #[error("the line reached Redis too late and was dropped")]
     PastDeadline,

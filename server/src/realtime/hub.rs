@@ -276,6 +276,11 @@ async fn deliver(state: Arc<RoomState>, chat: Arc<ChatService>, metrics: Arc<Met
                 }
                 after = last;
             }
+            Err(BackendError::NotYetReplicated { .. }) => {
+                // No replica has the newest events yet (logged where that is asked): they
+                // are read again, and delivered once one has them.
+                tokio::time::sleep(RETRY).await;
+            }
             Err(BackendError::Trimmed { after: missed_from, oldest }) => {
                 // Events in between are gone for this node: its clients in the room are
                 // told with a reset rather than left with a hole.

@@ -14,6 +14,13 @@ async fn two_nodes(group: &SentinelGroup, extra: &[&str]) -> (Node, Node) {
     (Node::spawn_on_redis(&flags, "node-1", extra).await, Node::spawn_on_redis(&flags, "node-2", &[]).await)
 }
 
+/// Two nodes that find the master through `group`'s sentinels, both with `extra` flags.
+async fn two_nodes_with(group: &SentinelGroup, extra: &[&str]) -> (Node, Node) {
+    let flags = group.node_flags();
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    (Node::spawn_on_redis(&flags, "node-1", extra).await, Node::spawn_on_redis(&flags, "node-2", extra).await)
+}
+
 /// The chat lines a structured client is sent live, as (text, position), up to `last`.
 async fn chat_until(client: &mut Client, last: &str) -> Vec<(String, String)> {
     let mut got = Vec::new();
@@ -58,7 +65,7 @@ async fn chat_goes_on_after_the_sentinels_promote_the_replica() {
     let refused = send_until_accepted(&mut sender, "0").await;
     let accepted = killed.elapsed();
     let promoted = group.wait_for_failover_from(old).await;
-    assert_eq!(promoted, group.replica.port, "the sentinels promoted the replica");
+    assert_eq!(promoted, group.replica().port, "the sentinels promoted the replica");
     for n in 1..20 {
         send_until_accepted(&mut sender, &n.to_string()).await;
     }
@@ -103,7 +110,7 @@ async fn a_failover_that_lost_lines_resets_the_clients_that_saw_them() {
     chat_until(&mut far, "kept").await;
 
     // The replica stops following the master: what the master accepts now, only it has.
-    group.replica.signal("STOP").await;
+    group.replica().signal("STOP").await;
     let mut master = group.master.connection().await;
     let _: u64 = redis::cmd("CLIENT").arg("KILL").arg("TYPE").arg("replica").query_async(&mut master).await.unwrap();
     for n in 0..3 {
@@ -113,11 +120,11 @@ async fn a_failover_that_lost_lines_resets_the_clients_that_saw_them() {
     assert_eq!(seen.len(), 3, "{seen:?}");
     let old = group.master.port;
     group.master.stop().await;
-    group.replica.signal("CONT").await;
+    group.replica().signal("CONT").await;
     for n in 0..5 {
         send_until_accepted(&mut sender, &format!("after {n}")).await;
     }
-    assert_eq!(group.wait_for_failover_from(old).await, group.replica.port);
+    assert_eq!(group.wait_for_failover_from(old).await, group.replica().port);
 
     // The client that saw the lost lines is told: a reset whose history lacks them; and
     // it misses none of the lines that follow.
@@ -178,4 +185,50 @@ async fn a_master_restarted_empty_gets_presence_and_sessions_back_and_clients_a_
     let auth = serde_json::json!({"v": 1, "key": "back-key-0123456789", "after": before});
     let mut back = Client::connect_with_auth(&node1.url(), Transport::WebSocket, auth).await;
     assert_eq!(back.joined().await.kind, "reset", "a position from before the loss gets a reset");
+}
+
+/// What a legacy sender is told when its line is published but no replica has it.
+const NOT_YET_SAFE: &str =
+    "Your message was sent but is not yet safe: it appears once the chat's store has a copy. Do not send it again.";
+
+#[tokio::test]
+async fn under_replica_durability_no_line_shown_is_lost_in_a_failover() {
+    // Two replicas: after the failover, one follows the new master and confirms lines.
+    let mut group = SentinelGroup::start_with_replicas(2).await;
+    let (node1, node2) =
+        two_nodes_with(&group, &["--redis-durability", "replica", "--redis-replica-wait-ms", "300"]).await;
+    let mut sender = Client::named(&node1.url(), "s").await;
+    let mut far = Client::user(&node2.url(), "far").await;
+    send_until_accepted(&mut sender, "kept").await;
+    chat_until(&mut far, "kept").await;
+
+    // The replicas stop following: lines are published on the master, but nobody sees
+    // them, and their sender is told they are not yet safe.
+    for replica in &group.replicas {
+        replica.signal("STOP").await;
+    }
+    let mut master = group.master.connection().await;
+    let _: u64 = redis::cmd("CLIENT").arg("KILL").arg("TYPE").arg("replica").query_async(&mut master).await.unwrap();
+    for n in 0..3 {
+        sender.send(&format!("unsafe {n}")).await;
+        assert_eq!(sender.next_message().await, NOT_YET_SAFE);
+    }
+    let shown = far.events_within(Duration::from_secs(1)).await;
+    assert!(!shown.iter().any(|(event, _)| event == "line"), "a line no replica has was shown: {shown:?}");
+    let old = group.master.port;
+    group.master.stop().await;
+    for replica in &group.replicas {
+        replica.signal("CONT").await;
+    }
+    for n in 0..5 {
+        send_until_accepted(&mut sender, &format!("after {n}")).await;
+    }
+    let promoted = group.wait_for_failover_from(old).await;
+    assert!(group.replicas.iter().any(|replica| replica.port == promoted), "a replica was promoted");
+
+    // Nothing anyone saw was lost: no reset, no line "unsafe", every later line once.
+    let lines = chat_until(&mut far, "after 4").await;
+    let texts: Vec<&str> = lines.iter().map(|(text, _)| text.as_str()).collect();
+    assert_eq!(texts, ["after 0", "after 1", "after 2", "after 3", "after 4"]);
+    println!("replica durability: 3 lines published while no replica followed, 0 of them shown, 0 shown lines lost");
 }

@@ -9,7 +9,7 @@
 //! rooms of different slots is refused.
 
 use super::keys::{RoomKeys, WAKE_CHANNEL};
-use super::{RedisConn, RedisLink};
+use super::{RedisConn, RedisLink, Replication};
 use crate::backend::{BackendError, BusStats, Buses, Delivered, EventBus, Span, UserId};
 use app::protocol::{Position, RoomEvent, RoomName};
 use async_trait::async_trait;
@@ -61,6 +61,8 @@ struct Shared {
     reader: RedisConn,
     /// The way to Redis (whose generation tells of a failover).
     link: RedisLink,
+    /// Under `replica` durability: events count (and are read) only once a replica has them.
+    replication: Option<Arc<Replication>>,
     script: Script,
     max_len: usize,
     /// Redis's clock minus ours in ms, and when that was measured.
@@ -92,13 +94,19 @@ pub struct RedisBuses {
 
 impl RedisBuses {
     /// Opens the writer, history and reader connections, and subscribes to the wake
-    /// channel for the life of the node.
-    pub async fn connect(link: &RedisLink, max_len: usize) -> Result<Self, BackendError> {
+    /// channel for the life of the node; with `replication`, only events a replica has
+    /// are read.
+    pub async fn connect(
+        link: &RedisLink,
+        max_len: usize,
+        replication: Option<Arc<Replication>>,
+    ) -> Result<Self, BackendError> {
         let shared = Arc::new(Shared {
             writer: link.connect(PUBLISH_TIMEOUT).await?,
             history: link.connect(Duration::from_secs(5)).await?,
             reader: link.connect(Duration::from_secs(5)).await?,
             link: link.clone(),
+            replication,
             script: bus_script(),
             max_len,
             clock_offset: Mutex::new(None),
@@ -287,6 +295,25 @@ impl RedisBus {
             .clone()
     }
 
+    /// Whether a replica has every event read or written so far (always, under `async`
+    /// durability).
+    async fn replicated(&self) -> bool {
+        match &self.shared.replication {
+            Some(replication) => replication.confirm().await,
+            None => true,
+        }
+    }
+
+    /// `NotYetReplicated` unless a replica has the events just read (to be shown).
+    async fn check_replicated(&self, events: &[Delivered]) -> Result<(), BackendError> {
+        match events.last() {
+            Some(newest) if !self.replicated().await => {
+                Err(BackendError::NotYetReplicated { position: newest.position })
+            }
+            _ => Ok(()),
+        }
+    }
+
     /// The script with the room's keys and its first two arguments.
     fn invocation(&self, op: &str) -> redis::ScriptInvocation<'_> {
         let mut invocation = self.shared.script.prepare_invoke();
@@ -329,7 +356,11 @@ impl EventBus for RedisBus {
             invocation.arg(user.as_str());
         }
         let id: Option<String> = invocation.invoke_async(&mut self.shared.writer.clone()).await?;
-        Ok(id.ok_or(BackendError::PastDeadline)?.parse()?)
+        let position: Position = id.ok_or(BackendError::PastDeadline)?.parse()?;
+        if !self.replicated().await {
+            return Err(BackendError::NotYetReplicated { position });
+        }
+        Ok(position)
     }
 
     async fn delete(&self, position: Position) -> Result<Option<Delivered>, BackendError> {
@@ -408,7 +439,9 @@ impl EventBus for RedisBus {
             .arg(max)
             .query_async(&mut self.shared.history.clone())
             .await?;
-        Ok(newest.ids.iter().filter_map(|e| decode_entry(&e.id, &e.map)).collect())
+        let events: Vec<Delivered> = newest.ids.iter().filter_map(|e| decode_entry(&e.id, &e.map)).collect();
+        self.check_replicated(&events).await?;
+        Ok(events)
     }
 
     async fn stats(&self) -> Result<BusStats, BackendError> {
@@ -438,7 +471,9 @@ impl EventBus for RedisBus {
             .arg(max)
             .query_async(&mut conn)
             .await?;
-        Ok(range.ids.iter().filter_map(|e| decode_entry(&e.id, &e.map)).collect())
+        let events: Vec<Delivered> = range.ids.iter().filter_map(|e| decode_entry(&e.id, &e.map)).collect();
+        self.check_replicated(&events).await?;
+        Ok(events)
     }
 
     async fn read_after(&self, mut after: Position, max: usize) -> Result<Vec<Delivered>, BackendError> {
@@ -486,6 +521,9 @@ impl EventBus for RedisBus {
                 };
                 let delivered: Vec<Delivered> = entries.iter().filter_map(|e| decode_entry(&e.id, &e.map)).collect();
                 if !delivered.is_empty() {
+                    // Under `replica` durability, held back until a replica has them (and
+                    // read again then, from the master of that moment).
+                    self.check_replicated(&delivered).await?;
                     return Ok(delivered);
                 }
                 // Only unreadable entries: read on past them.

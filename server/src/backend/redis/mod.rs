@@ -5,6 +5,7 @@
 //! alive ([`RedisSessions`]). [`keys`] says where everything lives.
 
 mod bus;
+mod durability;
 pub mod keys;
 mod link;
 mod moderation;
@@ -12,6 +13,7 @@ mod presence;
 mod sessions;
 
 pub use bus::{RedisBus, RedisBuses, bus_script};
+pub use durability::{Durability, Replication};
 pub use link::{RedisConn, RedisLink, RedisTarget, SentinelTarget};
 pub use moderation::RedisModeration;
 pub use presence::{PresenceTimings, RedisPresence};

@@ -34,7 +34,9 @@ impl RedisServer {
         Self::start_on_a_free_port(|port| {
             let base = ["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"];
             let replica = ["--replicaof", "127.0.0.1", &master_port.to_string(), "--repl-diskless-load", "on-empty-db"];
-            base.iter().chain(&replica).chain(&["--dir", dir.as_str()]).map(ToString::to_string).collect()
+            // Promoted, it syncs its own replicas at once, not after five seconds.
+            let promoted = ["--repl-diskless-sync-delay", "0", "--dir", dir.as_str()];
+            base.iter().chain(&replica).chain(&promoted).map(ToString::to_string).collect()
         })
         .await
     }

@@ -1,4 +1,4 @@
-//! A Redis Sentinel deployment of real processes on loopback: a master, a replica and
+//! A Redis Sentinel deployment of real processes on loopback: a master, its replicas and
 //! three sentinels that fail over after two seconds without the master.
 
 use super::{RedisServer, free_port, wait_for_port};
@@ -10,16 +10,22 @@ use tokio::process::{Child, Command};
 /// The name the sentinels know the master by.
 pub const MASTER_NAME: &str = "chatroom";
 
-/// A master, its replica and three sentinels.
+/// A master, its replicas and three sentinels.
 pub struct SentinelGroup {
     pub master: RedisServer,
-    pub replica: RedisServer,
+    pub replicas: Vec<RedisServer>,
     sentinels: Vec<(u16, Child, PathBuf)>,
 }
 
 impl SentinelGroup {
-    /// Starts them and waits until every sentinel knows the replica and the other sentinels.
+    /// Starts a master, one replica and the sentinels.
     pub async fn start() -> SentinelGroup {
+        Self::start_with_replicas(1).await
+    }
+
+    /// Starts a master, `replicas` replicas and the sentinels, and waits until every
+    /// sentinel knows the replicas and the other sentinels.
+    pub async fn start_with_replicas(replicas: usize) -> SentinelGroup {
         let master = RedisServer::start().await;
         // The first sync starts at once, not after the default five seconds.
         let () = redis::cmd("CONFIG")
@@ -29,15 +35,24 @@ impl SentinelGroup {
             .query_async(&mut master.connection().await)
             .await
             .unwrap();
-        let replica = RedisServer::start_replica_of(master.port).await;
-        wait_until_synced(&replica).await;
+        let mut started = Vec::new();
+        for _ in 0..replicas {
+            let replica = RedisServer::start_replica_of(master.port).await;
+            wait_until_synced(&replica).await;
+            started.push(replica);
+        }
         let mut sentinels = Vec::new();
         for _ in 0..3 {
             sentinels.push(start_sentinel(master.port).await);
         }
-        let group = SentinelGroup { master, replica, sentinels };
+        let group = SentinelGroup { master, replicas: started, sentinels };
         group.wait_until_known().await;
         group
+    }
+
+    /// The first replica.
+    pub fn replica(&self) -> &RedisServer {
+        &self.replicas[0]
     }
 
     /// The sentinels, as `--redis-sentinel` takes them.
@@ -82,14 +97,14 @@ impl SentinelGroup {
                     redis::cmd("SENTINEL").arg("replicas").arg(MASTER_NAME).query_async(&mut conn).await.unwrap();
                 let others: Vec<redis::Value> =
                     redis::cmd("SENTINEL").arg("sentinels").arg(MASTER_NAME).query_async(&mut conn).await.unwrap();
-                known &= !replicas.is_empty() && others.len() == 2;
+                known &= replicas.len() == self.replicas.len() && others.len() == 2;
             }
             if known {
                 return;
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        panic!("the sentinels did not find the replica and each other within 20 s");
+        panic!("the sentinels did not find the replicas and each other within 20 s");
     }
 }
 
