@@ -157,6 +157,7 @@ pub struct LimitSettings {
 /// The Redis that nodes share the room through.
 #[derive(Debug, Clone, clap::Args)]
 #[command(next_help_heading = "Redis")]
+#[command(group(clap::ArgGroup::new("redis_nodes").args(["redis_sentinel", "redis_cluster"])))]
 pub struct RedisSettings {
     /// Redis URL (`redis://`, `rediss://`, password in the URL): this node then shares the
     /// room with every node on the same Redis. Without it, one node with in-memory state.
@@ -179,21 +180,27 @@ pub struct RedisSettings {
     )]
     pub redis_sentinel: Vec<HostPort>,
 
+    /// Redis Cluster instead of --redis-url: some of its nodes (`HOST:PORT,…`); the node
+    /// learns the others from them and follows the cluster's failovers.
+    #[arg(long, env = "CHATROOM_REDIS_CLUSTER", value_delimiter = ',', conflicts_with_all = ["redis_url", "redis_sentinel"])]
+    pub redis_cluster: Vec<HostPort>,
+
     /// The name the sentinels know the master by (`sentinel monitor NAME …`).
     #[arg(long, env = "CHATROOM_REDIS_SENTINEL_MASTER", requires = "redis_sentinel")]
     pub redis_sentinel_master: Option<String>,
 
-    /// The password of the master and replicas found through Sentinel.
-    #[arg(long, env = "CHATROOM_REDIS_PASSWORD", hide_env_values = true, requires = "redis_sentinel")]
+    /// The password of the master and replicas found through Sentinel, or of the
+    /// cluster's nodes.
+    #[arg(long, env = "CHATROOM_REDIS_PASSWORD", hide_env_values = true, requires = "redis_nodes")]
     pub redis_password: Option<RedisPassword>,
 
     /// The password of the sentinels.
     #[arg(long, env = "CHATROOM_REDIS_SENTINEL_PASSWORD", hide_env_values = true, requires = "redis_sentinel")]
     pub redis_sentinel_password: Option<RedisPassword>,
 
-    /// Speak TLS to the sentinels, the master and its replicas (with --redis-ca-cert for
-    /// a private CA).
-    #[arg(long, env = "CHATROOM_REDIS_TLS", requires = "redis_sentinel")]
+    /// Speak TLS to the sentinels, the master and its replicas, or the cluster's nodes
+    /// (with --redis-ca-cert for a private CA).
+    #[arg(long, env = "CHATROOM_REDIS_TLS", requires = "redis_nodes")]
     pub redis_tls: bool,
 
     /// When a line counts as accepted: `async`, when the master has it (a failover may
@@ -570,6 +577,10 @@ pub enum ConfigError {
     TlsHalfConfigured,
     #[error("--auth {policy} checks connection tokens: give --token-hmac-secret or --token-public-key")]
     PolicyWithoutKey { policy: &'static str },
+    #[error(
+        "--redis-durability replica needs one master to wait on: use it with --redis-url or --redis-sentinel, not --redis-cluster"
+    )]
+    ReplicaDurabilityOnCluster,
 }
 
 /// Room for the event name, quotes and escapes around a message's text.
@@ -604,6 +615,11 @@ impl Settings {
         }
         if self.listen.tls_cert.is_some() != self.listen.tls_key.is_some() {
             return Err(ConfigError::TlsHalfConfigured);
+        }
+        if !self.redis.redis_cluster.is_empty()
+            && self.redis.redis_durability == crate::backend::redis::Durability::Replica
+        {
+            return Err(ConfigError::ReplicaDurabilityOnCluster);
         }
         let auth = &self.auth;
         let has_key = auth.token_hmac_secret.is_some() || auth.token_public_key.is_some();
@@ -769,6 +785,13 @@ mod tests {
         assert!(parse(&["--redis-password", "pw"]).is_err(), "a password without sentinels");
         let both = ["--redis-url", "redis://h:1", sentinel[0], sentinel[1], "--redis-sentinel-master", "chat"];
         assert!(parse(&both).is_err(), "a URL and sentinels");
+        let cluster = ["--redis-cluster", "10.0.0.1:7000,10.0.0.2:7000", "--redis-password", "pw2", "--redis-tls"];
+        let s = parse(&cluster).unwrap();
+        assert_eq!(s.redis.redis_cluster.len(), 2);
+        assert!(s.redis.redis_tls);
+        assert!(parse(&[cluster[0], cluster[1], sentinel[0], sentinel[1], "--redis-sentinel-master", "m"]).is_err());
+        let replica = parse(&[cluster[0], cluster[1], "--redis-durability", "replica"]).unwrap();
+        assert_eq!(replica.validate(), Err(ConfigError::ReplicaDurabilityOnCluster));
         for bad in ["h", "h:0", ":26379", "h:notaport", "redis://h:1", "a b:1"] {
             assert!(bad.parse::<HostPort>().is_err(), "{bad}");
         }

@@ -8,8 +8,8 @@ use crate::backend::BackendError;
 use crate::backend::memory::MemoryModeration;
 use crate::backend::moderation::Moderation;
 use crate::backend::redis::{
-    Durability, RedisBuses, RedisLink, RedisModeration, RedisPresence, RedisSessions, RedisTarget, Replication,
-    SentinelTarget,
+    ClusterTarget, Durability, RedisBuses, RedisLink, RedisModeration, RedisPresence, RedisSessions, RedisTarget,
+    Replication, SentinelTarget,
 };
 use crate::chat::{Backends, ChatService};
 use crate::configuration::AuthSettings;
@@ -360,11 +360,21 @@ fn redis_target(settings: &Settings) -> Result<Option<RedisTarget>, StartupError
     if let Some(url) = &redis.redis_url {
         return Ok(Some(RedisTarget::Single { url: url.expose().to_owned(), ca_pem }));
     }
+    let addresses = |nodes: &[crate::configuration::HostPort]| nodes.iter().map(|n| (n.host.clone(), n.port)).collect();
+    let password = redis.redis_password.as_ref().map(|p| p.expose().to_owned());
+    if !redis.redis_cluster.is_empty() {
+        return Ok(Some(RedisTarget::Cluster(ClusterTarget {
+            nodes: addresses(&redis.redis_cluster),
+            password,
+            tls: redis.redis_tls,
+            ca_pem,
+        })));
+    }
     let Some(master) = &redis.redis_sentinel_master else { return Ok(None) };
     Ok(Some(RedisTarget::Sentinel(SentinelTarget {
-        sentinels: redis.redis_sentinel.iter().map(|s| (s.host.clone(), s.port)).collect(),
+        sentinels: addresses(&redis.redis_sentinel),
         master: master.clone(),
-        password: redis.redis_password.as_ref().map(|p| p.expose().to_owned()),
+        password,
         sentinel_password: redis.redis_sentinel_password.as_ref().map(|p| p.expose().to_owned()),
         tls: redis.redis_tls,
         ca_pem,

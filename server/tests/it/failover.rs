@@ -1,10 +1,12 @@
 //! Redis without a single point of failure: nodes that find the master through Sentinel
-//! follow a failover by themselves.
+//! follow a failover by themselves, and nodes on a Redis Cluster spread the rooms over
+//! its masters and go on when one of them fails.
 
 use crate::support::{
-    Client, Node, SentinelGroup, Transport, chat_text, eventually, get_json, key_auth, send_until_accepted,
+    Client, Node, RedisCluster, SentinelGroup, Transport, chat_text, eventually, get_json, key_auth,
+    send_until_accepted,
 };
-use serde_json::Value;
+use serde_json::{Value, json};
 use std::time::{Duration, Instant};
 
 /// Two nodes that find the master through `group`'s sentinels; the first takes `extra` flags.
@@ -231,4 +233,102 @@ async fn under_replica_durability_no_line_shown_is_lost_in_a_failover() {
     let texts: Vec<&str> = lines.iter().map(|(text, _)| text.as_str()).collect();
     assert_eq!(texts, ["after 0", "after 1", "after 2", "after 3", "after 4"]);
     println!("replica durability: 3 lines published while no replica followed, 0 of them shown, 0 shown lines lost");
+}
+
+/// Sends `text` in `room` from a version 2 client until it hears the line back; returns
+/// how many tries were refused first.
+async fn say_until_accepted(sender: &mut Client, room: &str, text: &str) -> u32 {
+    for refused in 0..80 {
+        sender.emit("message", json!([{"room": room, "text": text}])).await;
+        loop {
+            let (event, args) = sender.next_event().await;
+            let arg = &args[0];
+            if event == "line" && arg["room"] == room && arg["text"] == text {
+                return refused;
+            }
+            if event == "notice" && arg["kind"] == "refused" && arg["room"] == room {
+                tokio::time::sleep(Duration::from_millis(250)).await;
+                break;
+            }
+        }
+    }
+    panic!("{text:?} was never accepted in {room}");
+}
+
+/// A version 2 client of user `who`, named `who`, in `rooms` (fresh joins).
+async fn in_rooms(url: &str, who: &str, rooms: &[String]) -> Client {
+    let after: serde_json::Map<String, Value> = rooms.iter().map(|room| (room.clone(), Value::Null)).collect();
+    let auth = json!({"v": 2, "key": format!("{who}-key-0123456789"), "name": who, "after": after});
+    let mut client = Client::connect_with_auth(url, Transport::WebSocket, auth).await;
+    let mut with_presence = 0;
+    while with_presence < rooms.len() {
+        if client.next_event().await.0 == "presence" {
+            with_presence += 1;
+        }
+    }
+    client
+}
+
+#[tokio::test]
+async fn rooms_spread_over_a_redis_cluster_and_chat_goes_on_when_a_master_dies() {
+    let mut cluster = RedisCluster::start().await;
+    // One room on each third of the slots, so on each of the three masters.
+    let mut rooms: Vec<String> = Vec::new();
+    let mut thirds = [false; 3];
+    for n in 0..100 {
+        let room = format!("r{n}");
+        let third = usize::from(cluster.slot_of(&format!("chatroom:{{room:{room}}}:events")).await / 5_462);
+        if !thirds[third] {
+            thirds[third] = true;
+            rooms.push(room);
+        }
+    }
+    assert_eq!(rooms.len(), 3, "rooms for each third of the slots: {rooms:?}");
+    let seeds = cluster.seeds();
+    let flags = ["--redis-cluster", seeds.as_str()];
+    let node1 = Node::spawn_on_redis(&flags, "node-1", &[]).await;
+    let node2 = Node::spawn_on_redis(&flags, "node-2", &[]).await;
+    let mut sender = in_rooms(&node1.url(), "ann", &rooms).await;
+    let mut far = in_rooms(&node2.url(), "bob", &rooms).await;
+    let mut legacy = Client::named(&node2.url(), "s").await;
+    for room in &rooms {
+        say_until_accepted(&mut sender, room, &format!("hello {room}")).await;
+        far.wait_for("line", |l| l["room"] == room.as_str() && l["text"] == format!("hello {room}"), |_, _| {}).await;
+    }
+    // The legacy contract on the cluster: the lobby, and its exact session key.
+    send_until_accepted(&mut legacy, "legacy hello").await;
+    let session = format!("session:{}", legacy.sid);
+    let holder = cluster.master_of(&session).await;
+    let name: Option<String> = redis::cmd("HGET")
+        .arg(&session)
+        .arg("username")
+        .query_async(&mut cluster.nodes[holder].connection().await)
+        .await
+        .unwrap();
+    assert_eq!(name.as_deref(), Some("s"));
+
+    // Each room's keys sit on one master, and the three rooms on three masters.
+    let mut masters = std::collections::BTreeSet::new();
+    for room in &rooms {
+        masters.insert(cluster.master_of(&format!("chatroom:{{room:{room}}}:events")).await);
+    }
+    assert_eq!(masters.len(), 3, "the rooms sit on {masters:?}");
+
+    // kill -9 the master of the first room: its replica takes over, and chat goes on there.
+    let dead = cluster.master_of(&format!("chatroom:{{room:{}}}:events", rooms[0])).await;
+    cluster.nodes[dead].stop().await;
+    let killed = Instant::now();
+    let refused = say_until_accepted(&mut sender, &rooms[0], "after the failover").await;
+    let resumed = killed.elapsed();
+    far.wait_for("line", |l| l["room"] == rooms[0].as_str() && l["text"] == "after the failover", |_, _| {}).await;
+    println!(
+        "cluster failover: a line accepted again {:.1} s after kill -9 of a master ({refused} refused meanwhile)",
+        resumed.as_secs_f64()
+    );
+    assert!(resumed < Duration::from_secs(15), "chat resumed only after {resumed:?}");
+    assert_ne!(cluster.master_of(&format!("chatroom:{{room:{}}}:events", rooms[0])).await, dead);
+    for room in &rooms[1..] {
+        say_until_accepted(&mut sender, room, &format!("still {room}")).await;
+        far.wait_for("line", |l| l["room"] == room.as_str() && l["text"] == format!("still {room}"), |_, _| {}).await;
+    }
 }

@@ -5,6 +5,7 @@ use super::{RedisConn, RedisLink};
 use crate::backend::{BackendError, SessionId, SessionStore};
 use app::protocol::Username;
 use async_trait::async_trait;
+use futures::future::try_join_all;
 use parking_lot::{Mutex, MutexGuard};
 use std::collections::HashMap;
 use std::time::Duration;
@@ -40,14 +41,19 @@ impl RedisSessions {
         self.ttl / 3
     }
 
+    /// Writes the records, each in one round trip of its own (its keys may sit on
+    /// different Redis Cluster slots); the connection sends them together.
     async fn write(&self, records: &[(SessionId, String)]) -> Result<(), BackendError> {
-        let mut pipe = redis::pipe();
-        for (sid, name) in records {
+        let ttl = i64::try_from(self.ttl.as_secs()).unwrap_or(i64::MAX);
+        let writes = records.iter().map(|(sid, name)| {
             let key = session_key(sid);
-            pipe.hset(&key, "username", name).ignore();
-            pipe.expire(&key, i64::try_from(self.ttl.as_secs()).unwrap_or(i64::MAX)).ignore();
-        }
-        Ok(pipe.query_async::<()>(&mut self.conn.clone()).await?)
+            let mut pipe = redis::pipe();
+            pipe.hset(&key, "username", name).ignore().expire(&key, ttl).ignore();
+            let mut conn = self.conn.clone();
+            async move { pipe.query_async::<()>(&mut conn).await }
+        });
+        try_join_all(writes).await?;
+        Ok(())
     }
 
     /// Rewrites every live session with a fresh TTL (this also restores them after a
@@ -63,9 +69,11 @@ impl RedisSessions {
                 let live = self.live();
                 chunk.iter().filter(|(sid, _)| !live.contains_key(sid)).map(|(sid, _)| session_key(sid)).collect()
             };
-            if !closed.is_empty() {
-                redis::cmd("DEL").arg(&closed).query_async::<()>(&mut self.conn.clone()).await?;
-            }
+            let deletes = closed.iter().map(|key| {
+                let mut conn = self.conn.clone();
+                async move { redis::cmd("DEL").arg(key).query_async::<()>(&mut conn).await }
+            });
+            try_join_all(deletes).await?;
         }
         Ok(records.len())
     }

@@ -8,6 +8,7 @@ mod client;
 mod http;
 mod processes;
 mod raw;
+mod redis_cluster;
 mod sentinel;
 
 pub use app::{spawn_app, spawn_app_with};
@@ -15,6 +16,7 @@ pub use client::*;
 pub use http::{get_json, host_of, http_get, http_get_with, http_request};
 pub use processes::{Node, RedisServer};
 pub use raw::{RawSocket, raw_socket};
+pub use redis_cluster::RedisCluster;
 pub use sentinel::SentinelGroup;
 
 use std::path::PathBuf;

@@ -63,7 +63,7 @@ impl RedisServer {
 
     /// Starts it with the arguments for a free port; again on another port if another
     /// test's server took that one meanwhile.
-    async fn start_on_a_free_port(args: impl Fn(u16) -> Vec<String>) -> RedisServer {
+    pub async fn start_on_a_free_port(args: impl Fn(u16) -> Vec<String>) -> RedisServer {
         for _ in 0..5 {
             let port = free_port();
             let mut redis = Self::start_with(port, args(port)).await;
