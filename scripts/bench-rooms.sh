@@ -16,27 +16,7 @@
 # Not part of the test command (the load tool's smoke test is).
 source "$(dirname "$0")/setup.sh"
 
-rounds=3
-build=1
-out="$ROOT/target/bench-rooms/$(date -u +%Y%m%dT%H%M%SZ)"
-while [ $# -gt 0 ]; do
-  case "$1" in
-    --rounds) rounds="$2"; shift 2 ;;
-    --no-build) build=""; shift ;;
-    --out) out="$2"; shift 2 ;;
-    *) echo "unknown argument: $1 (see the header of $0)" >&2; exit 2 ;;
-  esac
-done
-
-command -v redis-server >/dev/null || { say "installing Redis"; apt_install redis-server; }
-if [ -n "$build" ]; then
-  setup_build
-  build_load_tool
-fi
-tool="$ROOT/target/release/chatroom-bench"
-ulimit -n "$(ulimit -Hn)"
-mkdir -p "$out"
-say "results in $out"
+bench_prelude bench-rooms "$@"
 
 # CPU seconds (user + system) a process used so far.
 cpu_secs() {

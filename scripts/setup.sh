@@ -90,3 +90,30 @@ build_load_tool() {
 free_port() {
   python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
 }
+
+# The common start of scripts/bench-rooms.sh and bench-durability.sh: reads their options
+# (--rounds N, --no-build, --out DIR; results go under target/NAME/ by default), installs
+# Redis, builds the load tool, and sets rounds, out and tool.
+bench_prelude() {
+  local name="$1" build=1
+  shift
+  rounds=3
+  out="$ROOT/target/$name/$(date -u +%Y%m%dT%H%M%SZ)"
+  while [ $# -gt 0 ]; do
+    case "$1" in
+      --rounds) rounds="$2"; shift 2 ;;
+      --no-build) build=""; shift ;;
+      --out) out="$2"; shift 2 ;;
+      *) echo "unknown argument: $1 (see the header of $0)" >&2; exit 2 ;;
+    esac
+  done
+  command -v redis-server >/dev/null || { say "installing Redis"; apt_install redis-server; }
+  if [ -n "$build" ]; then
+    setup_build
+    build_load_tool
+  fi
+  tool="$ROOT/target/release/chatroom-bench"
+  ulimit -n "$(ulimit -Hn)"
+  mkdir -p "$out"
+  say "results in $out"
+}
