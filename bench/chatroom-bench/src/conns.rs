@@ -6,6 +6,7 @@
 //! descriptors, so past `--per-process` connections the tool runs copies of itself.
 
 use crate::link::Link;
+use crate::procstat;
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -87,20 +88,6 @@ impl ConnsReport {
     }
 }
 
-/// Resident memory of a process, from /proc.
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|status| {
-            status.lines().find_map(|line| line.strip_prefix("VmRSS:")?.trim().strip_suffix("kB")?.trim().parse().ok())
-        })
-        .unwrap_or(0)
-}
-
-fn total_rss(pids: &[u32]) -> u64 {
-    pids.iter().map(|pid| rss_kib(*pid)).sum()
-}
-
 /// Opens one connection from `source` to `url`.
 async fn open(url: &str, source: Ipv4Addr) -> anyhow::Result<Link> {
     let host = url.split("://").nth(1).and_then(|rest| rest.split('/').next()).context("a URL with a host")?;
@@ -115,7 +102,7 @@ async fn open(url: &str, source: Ipv4Addr) -> anyhow::Result<Link> {
 
 /// Runs the scenario in this process, or in copies of it past `--per-process`.
 pub async fn run(args: &ConnsArgs) -> anyhow::Result<ConnsReport> {
-    let before = total_rss(&args.server_pids);
+    let before = procstat::total_rss_kib(&args.server_pids);
     let mut report = if args.connections > args.per_process { in_copies(args).await? } else { hold(args).await? };
     report.server_rss_before_kib = before;
     report.kib_per_connection =
@@ -192,7 +179,7 @@ async fn hold(args: &ConnsArgs) -> anyhow::Result<ConnsReport> {
         println!("{READY}");
     }
     tokio::time::sleep(hold).await;
-    report.server_rss_after_kib = total_rss(&args.server_pids);
+    report.server_rss_after_kib = procstat::total_rss_kib(&args.server_pids);
     release.notify_waiters();
     for task in tasks {
         if let Ok(Some(false)) = task.await {
@@ -236,7 +223,7 @@ async fn in_copies(args: &ConnsArgs) -> anyhow::Result<ConnsReport> {
         }
     }
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let after = total_rss(&args.server_pids);
+    let after = procstat::total_rss_kib(&args.server_pids);
     let mut total = ConnsReport {
         scenario: "conns".into(),
         asked: args.connections,

@@ -2,6 +2,7 @@
 //! line it receives.
 
 use crate::link::{Incoming, Link};
+use crate::procstat;
 use app::protocol::ClientEvent;
 use hdrhistogram::Histogram;
 use parking_lot::Mutex;
@@ -40,6 +41,12 @@ pub struct FanoutArgs {
     /// How long the senders send.
     #[arg(long, default_value_t = 10)]
     pub duration_secs: u64,
+    /// The servers' CPU over the step, divided by deliveries (repeat for several processes).
+    #[arg(long = "server-pid")]
+    pub server_pids: Vec<u32>,
+    /// Redis's CPU over the step, reported apart from the servers'.
+    #[arg(long = "redis-pid")]
+    pub redis_pids: Vec<u32>,
 }
 
 /// What one run measured.
@@ -63,6 +70,14 @@ pub struct Report {
     pub latency_ms_p90: f64,
     pub latency_ms_p99: f64,
     pub latency_ms_max: f64,
+    /// CPU seconds of the `--server-pid` processes over the step (with its 3 s drain).
+    pub server_cpu_secs: Option<f64>,
+    /// CPU seconds of the `--redis-pid` processes over the step.
+    pub redis_cpu_secs: Option<f64>,
+    /// The servers' CPU µs per line delivered (received by a client).
+    pub server_cpu_us_per_delivery: Option<f64>,
+    /// Redis's CPU µs per line delivered.
+    pub redis_cpu_us_per_delivery: Option<f64>,
 }
 
 impl Report {
@@ -99,8 +114,31 @@ impl Report {
             self.latency_ms_p90,
             self.latency_ms_p99,
             self.latency_ms_max,
-        )
+        ) + &self.cpu_table()
     }
+
+    /// The CPU part of the table, when processes were named.
+    fn cpu_table(&self) -> String {
+        let mut table = String::new();
+        let per = |us: Option<f64>| us.map_or_else(|| "-".to_owned(), |us| format!("{us:.2}"));
+        if let Some(secs) = self.server_cpu_secs {
+            table += &format!("\nservers' CPU {secs:.2} s ({} µs a delivery)", per(self.server_cpu_us_per_delivery));
+        }
+        if let Some(secs) = self.redis_cpu_secs {
+            table += &format!("   Redis's CPU {secs:.2} s ({} µs a delivery)", per(self.redis_cpu_us_per_delivery));
+        }
+        table
+    }
+}
+
+/// CPU seconds two readings of some processes apart, or none when none was named.
+fn cpu_between(pids: &[u32], before: f64) -> Option<f64> {
+    (!pids.is_empty()).then(|| (procstat::total_cpu_secs(pids) - before).max(0.0))
+}
+
+/// CPU µs per delivery, when both are known.
+fn per_delivery(cpu_secs: Option<f64>, received: u64) -> Option<f64> {
+    cpu_secs.filter(|_| received > 0).map(|secs| secs * 1e6 / received as f64)
 }
 
 /// What one client saw in one step.
@@ -218,6 +256,8 @@ pub struct Swarm {
     seen: mpsc::Receiver<Seen>,
     tasks: Vec<JoinHandle<()>>,
     next_step: u32,
+    server_pids: Vec<u32>,
+    redis_pids: Vec<u32>,
 }
 
 impl Swarm {
@@ -258,7 +298,26 @@ impl Swarm {
                 connect_failures += 1;
             }
         }
-        Ok(Self { clients, senders, connect_failures, shared, steps, seen, tasks, next_step: 0 })
+        Ok(Self {
+            clients,
+            senders,
+            connect_failures,
+            shared,
+            steps,
+            seen,
+            tasks,
+            next_step: 0,
+            server_pids: Vec::new(),
+            redis_pids: Vec::new(),
+        })
+    }
+
+    /// Measures the CPU of these server and Redis processes over each step.
+    #[must_use]
+    pub fn measuring_cpu(mut self, server_pids: &[u32], redis_pids: &[u32]) -> Self {
+        self.server_pids = server_pids.to_vec();
+        self.redis_pids = redis_pids.to_vec();
+        self
     }
 
     /// Runs one step at `rate` lines a second for `duration` and reports it.
@@ -267,6 +326,8 @@ impl Swarm {
         #[expect(clippy::cast_possible_truncation, reason = "a count of lines, rounded; f64 to u64 saturates")]
         let per_sender = ((rate * duration.as_secs_f64()) / self.senders as f64).round() as u64;
         let interval = Duration::from_secs_f64(self.senders as f64 / rate.max(0.001));
+        let (servers_before, redis_before) =
+            (procstat::total_cpu_secs(&self.server_pids), procstat::total_cpu_secs(&self.redis_pids));
         let start = Instant::now();
         let id = self.next_step;
         self.next_step += 1;
@@ -279,6 +340,8 @@ impl Swarm {
                 None => break,
             }
         }
+        let server_cpu_secs = cpu_between(&self.server_pids, servers_before);
+        let redis_cpu_secs = cpu_between(&self.redis_pids, redis_before);
         let latencies = self.shared.take_latencies()?;
         let sent: u64 = seen.iter().map(|s| s.sent).sum();
         let received: u64 = seen.iter().map(|s| s.received).sum();
@@ -304,6 +367,10 @@ impl Swarm {
             latency_ms_p90: ms(latencies.value_at_quantile(0.90)),
             latency_ms_p99: ms(latencies.value_at_quantile(0.99)),
             latency_ms_max: ms(latencies.max()),
+            server_cpu_secs,
+            redis_cpu_secs,
+            server_cpu_us_per_delivery: per_delivery(server_cpu_secs, received),
+            redis_cpu_us_per_delivery: per_delivery(redis_cpu_secs, received),
         })
     }
 
@@ -319,7 +386,9 @@ impl Swarm {
 
 /// Connects every client, runs one step, and tallies what everyone received.
 pub async fn run(args: &FanoutArgs) -> anyhow::Result<Report> {
-    let mut swarm = Swarm::connect(&args.urls, args.clients, args.senders).await?;
+    let mut swarm = Swarm::connect(&args.urls, args.clients, args.senders)
+        .await?
+        .measuring_cpu(&args.server_pids, &args.redis_pids);
     let report = swarm.step(args.rate, Duration::from_secs(args.duration_secs)).await;
     swarm.close().await;
     report

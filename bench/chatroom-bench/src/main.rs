@@ -17,6 +17,7 @@
 mod conns;
 mod fanout;
 mod link;
+mod procstat;
 mod rampup;
 mod rooms;
 mod soak;

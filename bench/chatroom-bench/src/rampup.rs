@@ -181,6 +181,10 @@ mod tests {
             latency_ms_p90: 1.0,
             latency_ms_p99: p99,
             latency_ms_max: p99,
+            server_cpu_secs: None,
+            redis_cpu_secs: None,
+            server_cpu_us_per_delivery: None,
+            redis_cpu_us_per_delivery: None,
         }
     }
 

@@ -81,6 +81,8 @@ async fn the_load_tool_measures_rooms_beside_a_busy_one() {
 async fn the_load_tool_measures_a_short_fanout_run() {
     let app = spawn_app().await;
     let url = app.url();
+    // The node runs in this test's process: its CPU is this process's.
+    let pid = std::process::id().to_string();
     let report = clean_run(&[
         "fanout",
         "--url",
@@ -93,6 +95,8 @@ async fn the_load_tool_measures_a_short_fanout_run() {
         "20",
         "--duration-secs",
         "2",
+        "--server-pid",
+        &pid,
     ])
     .await;
     assert_eq!(report["sent"], 40, "{report}");
@@ -102,6 +106,9 @@ async fn the_load_tool_measures_a_short_fanout_run() {
         assert_eq!(report[zero], 0, "{zero}: {report}");
     }
     assert!(report["latency_ms_p99"].as_f64().is_some_and(|ms| ms > 0.0), "{report}");
+    assert!(report["server_cpu_secs"].as_f64().is_some_and(|secs| secs >= 0.0), "the node's CPU: {report}");
+    assert!(report["server_cpu_us_per_delivery"].as_f64().is_some(), "{report}");
+    assert!(report["redis_cpu_secs"].is_null(), "no Redis named: {report}");
 
     // It refuses targets off the loopback network.
     let refused = Command::new(env!("CARGO_BIN_EXE_chatroom-bench"))
