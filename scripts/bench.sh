@@ -2,11 +2,18 @@
 # The benchmark: chatroom against the replaced Flask-SocketIO service and Socket.IO on
 # Node (bench/peers/), each as two nodes on one Redis, on loopback, driven by
 # chatroom-bench. Builds release, installs the peers, runs every scenario for every
-# system in turn (alternating the order each round), and writes docs/benchmarks.md and
-# its charts from the results (scripts/bench_report.py). Takes about 35 minutes.
+# system in turn (alternating the order each round), and writes docs/benchmarks.md, its
+# charts and bench/baseline.json from the results (scripts/bench_report.py). Takes about
+# 50 minutes.
 #
 #   scripts/bench.sh [--rounds 3] [--clients "100 1000 5000"] [--systems "chatroom node flask"]
 #                    [--no-build] [--no-capacity] [--out DIR]
+#   scripts/bench.sh --quick [--no-build]
+#
+# --quick (about 2 minutes after the build) measures chatroom alone: its servers' CPU per
+# delivery at 1,000 clients and its memory per idle connection, and prints them against
+# bench/baseline.json (written by the last full run). Run it before and after a change
+# on the hot path.
 #
 # Not part of the test command (a smoke run of the load tool is).
 source "$(dirname "$0")/setup.sh"
@@ -16,6 +23,7 @@ sizes="100 1000 5000"
 systems="chatroom node flask"
 build=1
 capacity=1
+quick=""
 out="$ROOT/target/bench/$(date -u +%Y%m%dT%H%M%SZ)"
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -24,6 +32,7 @@ while [ $# -gt 0 ]; do
     --systems) systems="$2"; shift 2 ;;
     --no-build) build=""; shift ;;
     --no-capacity) capacity=""; shift ;;
+    --quick) quick=1; shift ;;
     --out) out="$2"; shift 2 ;;
     *) echo "unknown argument: $1 (see the header of $0)" >&2; exit 2 ;;
   esac
@@ -36,16 +45,21 @@ if [ -n "$build" ]; then
   build_load_tool
 fi
 bench_tool="$ROOT/target/release/chatroom-bench"
+if [ -n "$quick" ]; then
+  systems="chatroom"
+  out="$ROOT/target/bench/quick-$(date -u +%Y%m%dT%H%M%SZ)"
+fi
 venv="$ROOT/target/bench-venv"
 reqs="$ROOT/bench/peers/flask/requirements.txt"
-if [ ! -x "$venv/bin/python" ] || [ "$reqs" -nt "$venv/.installed" ] || [ "$0" -nt "$venv/.installed" ]; then
+if [ -z "$quick" ] && { [ ! -x "$venv/bin/python" ] || [ "$reqs" -nt "$venv/.installed" ] || [ "$0" -nt "$venv/.installed" ]; }; then
   say "installing the Flask-SocketIO peer and matplotlib (for the charts)"
   python3 -m venv "$venv"
   "$venv/bin/pip" install -q --disable-pip-version-check -r "$reqs" matplotlib==3.10.7
   touch "$venv/.installed"
 fi
 node_peer="$ROOT/bench/peers/node"
-if [ ! -d "$node_peer/node_modules" ] || [ "$node_peer/package-lock.json" -nt "$node_peer/node_modules/.package-lock.json" ]; then
+if [[ " $systems " == *" node "* ]] &&
+  { [ ! -d "$node_peer/node_modules" ] || [ "$node_peer/package-lock.json" -nt "$node_peer/node_modules/.package-lock.json" ]; }; then
   say "installing the Socket.IO on Node peer"
   (cd "$node_peer" && npm ci --no-fund --no-audit --loglevel=error)
 fi
@@ -91,10 +105,12 @@ redis-server --port "$redis_port" --bind 127.0.0.1 --save "" --appendonly no --d
 redis_pid=$!
 for _ in $(seq 1 100); do redis-cli -p "$redis_port" ping >/dev/null 2>&1 && break; sleep 0.1; done
 
-# start SYSTEM NODES: starts the system's nodes on fresh ports; sets urls and pids.
+# start SYSTEM NODES [CPUS]: starts the system's nodes on fresh ports, on the CPUs listed
+# (taskset) if given; sets urls and pids.
 urls=()
 start() {
-  local system="$1" nodes="$2" i port
+  local system="$1" nodes="$2" cpus="${3:-}" i port pin=()
+  [ -n "$cpus" ] && pin=(taskset -c "$cpus")
   redis-cli -p "$redis_port" flushall >/dev/null
   urls=()
   for i in $(seq 1 "$nodes"); do
@@ -102,16 +118,16 @@ start() {
     case "$system" in
       chatroom)
         # Rate limits are for people; the benchmark's senders send far faster.
-        "$ROOT/target/release/server" --addr "127.0.0.1:$port" --node-name "node-$i" \
+        "${pin[@]}" "$ROOT/target/release/server" --addr "127.0.0.1:$port" --node-name "node-$i" \
           --redis-url "redis://127.0.0.1:$redis_port/" --message-rate 1000000 --message-burst 1000000 \
           --max-connections 100000 --max-connections-per-address 100000 >>"$out/$system-$i.log" 2>&1 &
         ;;
       node)
-        (cd "$node_peer" && PORT="$port" REDIS_URL="redis://127.0.0.1:$redis_port" exec node server.js) \
+        (cd "$node_peer" && PORT="$port" REDIS_URL="redis://127.0.0.1:$redis_port" exec "${pin[@]}" node server.js) \
           >>"$out/$system-$i.log" 2>&1 &
         ;;
       flask)
-        PORT="$port" REDIS_URL="redis://127.0.0.1:$redis_port/0" "$venv/bin/python" "$ROOT/bench/peers/flask/app.py" \
+        PORT="$port" REDIS_URL="redis://127.0.0.1:$redis_port/0" "${pin[@]}" "$venv/bin/python" "$ROOT/bench/peers/flask/app.py" \
           >>"$out/$system-$i.log" 2>&1 &
         ;;
     esac
@@ -121,13 +137,17 @@ start() {
   for ((i = 1; i < ${#urls[@]}; i += 2)); do wait_http "${urls[$i]}/" "$system"; done
 }
 
-# run NAME ARGS...: runs the load tool, keeps its table and its JSON line.
+# run NAME [taskset -c CPUS] ARGS...: runs the load tool, keeps its table and JSON line.
 run() {
   local name="$1"
   shift
   say "$name"
   # A run that lost something exits 1; its report says what, and the next run goes on.
-  "$bench_tool" "$@" >"$out/$name.txt" 2>"$out/$name.log" || true
+  if [ "$1" = taskset ]; then
+    "$1" "$2" "$3" "$bench_tool" "${@:4}" >"$out/$name.txt" 2>"$out/$name.log" || true
+  else
+    "$bench_tool" "$@" >"$out/$name.txt" 2>"$out/$name.log" || true
+  fi
   tail -n 1 "$out/$name.txt" >"$out/$name.json"
   sed '$d' "$out/$name.txt" | tail -n 4 >&2
 }
@@ -150,8 +170,52 @@ start_rate() {
   esac
 }
 
+# CPU per delivery: the same clients at a fixed rate that every system holds (10 senders,
+# 20 s), servers and Redis on CPU 1 and the load tool on CPU 0, so that its own cost
+# stays out of the servers'. The rate for each size: 5,000 / 10,000 / 10,000 deliveries
+# a second.
+cpu_rate() {
+  case "$1" in
+    100) echo 50 ;;
+    1000) echo 10 ;;
+    *) echo 2 ;;
+  esac
+}
+measure_cpu() { # SYSTEM ROUND SIZES
+  local system="$1" round="$2" n server_pids=()
+  taskset -a -p -c 1 "$redis_pid" >/dev/null
+  start "$system" 2 1
+  for pid in "${pids[@]}"; do server_pids+=("--server-pid" "$pid"); done
+  for n in $3; do
+    run "cpu-$system-$n-r$round" taskset -c 0 fanout "${urls[@]}" --clients "$n" --senders 10 \
+      --rate "$(cpu_rate "$n")" --duration-secs 20 "${server_pids[@]}" --redis-pid "$redis_pid"
+  done
+  stop_pids
+  taskset -a -p -c "0-$(($(nproc) - 1))" "$redis_pid" >/dev/null
+}
+
+# Memory per idle connection: 5,000 connections over both nodes.
+measure_memory() { # SYSTEM ROUND
+  local system="$1" round="$2" server_pids=()
+  start "$system" 2
+  for pid in "${pids[@]}"; do
+    # The peers' shells exec their server: the pid is the server's.
+    server_pids+=("--server-pid" "$pid")
+  done
+  run "memory-$system-5000-r$round" conns "${urls[@]}" --connections 5000 --hold-secs 5 "${server_pids[@]}"
+  stop_pids
+}
+
+if [ -n "$quick" ]; then
+  for round in 1 2; do measure_cpu chatroom "$round" 1000; done
+  measure_memory chatroom 1
+  python3 "$ROOT/scripts/bench_baseline.py" compare "$out" "$ROOT/bench/baseline.json"
+  exit 0
+fi
+
 for round in $(seq 1 "$rounds"); do
   for system in $(rotate "$round" $systems); do
+    measure_cpu "$system" "$round" "$sizes"
     start "$system" 2
     for n in $sizes; do
       run "rampup-$system-$n-r$round" rampup "${urls[@]}" --clients "$n" --senders 10 \
@@ -163,15 +227,7 @@ for round in $(seq 1 "$rounds"); do
     start "$system" 2
     run "latency-$system-1000-r$round" fanout "${urls[@]}" --clients 1000 --senders 10 --rate 10 --duration-secs 10
     stop_pids
-    # Memory per idle connection: 5,000 connections over both nodes.
-    start "$system" 2
-    server_pids=()
-    for pid in "${pids[@]}"; do
-      # The peers' shells exec their server: the pid is the server's.
-      server_pids+=("--server-pid" "$pid")
-    done
-    run "memory-$system-5000-r$round" conns "${urls[@]}" --connections 5000 --hold-secs 5 "${server_pids[@]}"
-    stop_pids
+    measure_memory "$system" "$round"
   done
 done
 
@@ -207,5 +263,6 @@ fi
   echo "clients=$sizes"
 } >"$out/meta.txt"
 
-say "writing docs/benchmarks.md"
+say "writing docs/benchmarks.md and bench/baseline.json"
 "$venv/bin/python" "$ROOT/scripts/bench_report.py" "$out" "$ROOT/docs"
+python3 "$ROOT/scripts/bench_baseline.py" write "$out" "$ROOT/bench/baseline.json"

@@ -61,6 +61,48 @@ def ratio(a, b):
     return f"{a / b:.1f}x"
 
 
+def r_held(report):
+    """A fixed-rate run that held: nothing lost or dropped, p99 within 250 ms."""
+    return (
+        report.get("connect_failures") == 0
+        and report.get("missing") == 0
+        and report.get("disconnects") == 0
+        and report.get("latency_ms_p99", 1e9) <= 250
+    )
+
+
+def why_not_held(report):
+    if report.get("connect_failures"):
+        return f"{report['connect_failures']} clients could not connect"
+    if report.get("missing") or report.get("disconnects"):
+        return f"missing {report.get('missing')}, disconnects {report.get('disconnects')}"
+    return f"p99 {report.get('latency_ms_p99', 0):.1f} ms"
+
+
+def by_size(results: Path, sizes, scenario: str, summarize):
+    """summarize(every round's reports) for each system and size that ran the scenario."""
+    table = {}
+    for n in sizes:
+        for system, _ in SYSTEMS:
+            reports = rounds_of(results, f"{scenario}-{system}-{n}")
+            if reports:
+                table[(system, n)] = summarize(reports)
+    return table
+
+
+def cpu_summary(reports):
+    """CPU per delivery over the rounds that held."""
+    held_runs = [r for r in reports if r_held(r)]
+    return {
+        "rate": reports[0]["target_rate"],
+        "server": median([r.get("server_cpu_us_per_delivery") for r in held_runs]),
+        "redis": median([r.get("redis_cpu_us_per_delivery") for r in held_runs]),
+        "runs": [r.get("server_cpu_us_per_delivery") if r_held(r) else None for r in reports],
+        "p99": median([r["latency_ms_p99"] for r in held_runs]),
+        "why": [why_not_held(r) for r in reports if not r_held(r)],
+    }
+
+
 def save(fig, ax, path):
     """Finishes a chart and writes it as SVG."""
     ax.legend(fontsize=8)
@@ -78,18 +120,17 @@ def main():
 
     # Highest rate held, per size and system: medians over rounds (a round that held
     # nothing counts as 0).
-    held = {}
-    for n in sizes:
-        for system, _ in SYSTEMS:
-            reports = rounds_of(results, f"rampup-{system}-{n}")
-            if not reports:
-                continue
-            held[(system, n)] = {
-                "rate": median([r.get("held_rate") or 0.0 for r in reports]),
-                "deliveries": median([r.get("held_deliveries_per_sec") or 0.0 for r in reports]),
-                "runs": [r.get("held_rate") for r in reports],
-                "stopped": [r.get("stopped") for r in reports],
-            }
+    held = by_size(
+        results,
+        sizes,
+        "rampup",
+        lambda reports: {
+            "rate": median([r.get("held_rate") or 0.0 for r in reports]),
+            "deliveries": median([r.get("held_deliveries_per_sec") or 0.0 for r in reports]),
+            "runs": [r.get("held_rate") for r in reports],
+            "stopped": [r.get("stopped") for r in reports],
+        },
+    )
     latency = {}
     for system, _ in SYSTEMS:
         reports = rounds_of(results, f"latency-{system}-1000")
@@ -113,6 +154,9 @@ def main():
                 "failures": sum(r["failures"] for r in reports),
             }
     capacity = {name: load(results, f"capacity-chatroom-{name}") for name in ("1node", "6nodes")}
+    # CPU per delivery at a fixed rate; a run counts only when it held (nothing lost,
+    # p99 within 250 ms), so a system that falls behind is "n/a", not cheap.
+    cpu = by_size(results, sizes, "cpu", cpu_summary)
 
     lines = [BEGIN, ""]
     lines += [
@@ -120,12 +164,49 @@ def main():
         f"{meta.get('rounds', '?')} rounds (medians shown).",
         "",
         f"- Machine: {meta.get('cpu', '?')}, {meta.get('cores', '?')} cores, {meta.get('memory', '?')}, "
-        f"Linux {meta.get('kernel', '?')}; servers, Redis and the load tool on the same box.",
+        f"Linux {meta.get('kernel', '?')}; servers, Redis and the load tool on the same box (pinned apart "
+        "only for CPU per delivery).",
         f"- chatroom: {meta.get('rustc', '?')}, release build; Redis {meta.get('redis', '?')}.",
         f"- Socket.IO on Node: socket.io {meta.get('socket.io', '?')}, @socket.io/redis-adapter "
         f"{meta.get('redis-adapter', '?')}, Node {meta.get('node', '?')}.",
         f"- Flask-SocketIO {meta.get('flask-socketio', '?')} (threading mode, Redis message queue), "
         f"Python {meta.get('python', '?')}.",
+        "",
+        "### CPU per delivery (servers on CPU 1 with Redis, the load tool on CPU 0)",
+        "",
+        "The servers' CPU time (user + system of both nodes, from `/proc/PID/stat`) over the",
+        "measured 20 s and the 3 s after, divided by the lines their clients received; Redis's",
+        "apart. 10 senders at a fixed rate; n/a where a system did not hold it (something",
+        "lost, or p99 over 250 ms).",
+        "",
+        "| clients | rate | " + " | ".join(f"{label} µs (Redis µs)" for _, label in SYSTEMS) + " | chatroom ÷ Node |",
+        "| ---: | ---: | " + " | ".join("---:" for _ in SYSTEMS) + " | ---: |",
+    ]
+    for n in sizes:
+        row = [c for c in (cpu.get((system, n)) for system, _ in SYSTEMS) if c]
+        if not row:
+            continue
+        cells = []
+        for system, _ in SYSTEMS:
+            c = cpu.get((system, n))
+            if c is None:
+                cells.append("not run")
+            elif c["server"] is None:
+                cells.append("n/a")
+            else:
+                cells.append(f"{fmt(c['server'], 1)} ({fmt(c['redis'], 1)})")
+        ours, node = cpu.get(("chatroom", n), {}).get("server"), cpu.get(("node", n), {}).get("server")
+        share = "n/a" if ours is None or not node else f"{ours / node:.2f}"
+        deliveries = row[0]["rate"] * n
+        lines.append(f"| {n:,} | {fmt(row[0]['rate'])} msg/s ({fmt(deliveries)} deliveries/s) | " + " | ".join(cells) + f" | {share} |")
+    lines += ["", "Each round's servers' µs per delivery (n/a: did not hold):", ""]
+    for n in sizes:
+        for system, label in SYSTEMS:
+            c = cpu.get((system, n))
+            if c:
+                runs = ", ".join(fmt(r, 1, "n/a") for r in c["runs"])
+                lines.append(f"- {n:,} clients, {label}: {runs}" + (f"; {c['why'][0]}" if c["why"] else ""))
+    lines += [
         "",
         "### Highest send rate held (p99 ≤ 250 ms, nothing lost)",
         "",
@@ -189,8 +270,16 @@ def main():
                 + (f" (first error: {c['first_error']})" if c.get("first_error") else "")
             )
 
-    # Goals, as the issue states them.
+    # Goals, as the issues state them.
     lines += ["", "### Goals", "", "| goal | measured | holds |", "| --- | --- | --- |"]
+    for n in sizes:
+        ours, node = cpu.get(("chatroom", n), {}).get("server"), cpu.get(("node", n), {}).get("server")
+        if ours is not None and node:
+            ok = ours <= node / 2
+            lines.append(
+                f"| ≤ half of Node's CPU per delivery at {n:,} clients | {fmt(ours, 1)} against {fmt(node, 1)} µs "
+                f"({ours / node:.2f}) | {'yes' if ok else 'no'} |"
+            )
     for n in sizes:
         ours = held.get(("chatroom", n), {}).get("deliveries")
         node = held.get(("node", n), {}).get("deliveries")
