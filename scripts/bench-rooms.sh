@@ -42,11 +42,7 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-redis_port="$(free_port)"
-taskset -c 1 redis-server --port "$redis_port" --bind 127.0.0.1 --save "" --appendonly no --dir "$out" \
-  --logfile "$out/redis.log" &
-redis_pid=$!
-for _ in $(seq 1 100); do redis-cli -p "$redis_port" ping >/dev/null 2>&1 && break; sleep 0.1; done
+start_bench_redis "$out"
 
 # run NAME ARGS...: fresh nodes, one run of the tool, its JSON with the servers' costs.
 run() {

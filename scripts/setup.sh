@@ -117,3 +117,15 @@ bench_prelude() {
   mkdir -p "$out"
   say "results in $out"
 }
+
+# Starts a throwaway Redis for a benchmark (loopback, no persistence, pinned to CPU 1,
+# logging into DIR) and waits for it; sets redis_port and redis_pid.
+start_bench_redis() { # DIR
+  redis_port="$(free_port)"
+  taskset -c 1 redis-server --port "$redis_port" --bind 127.0.0.1 --save "" --appendonly no --dir "$1" \
+    --logfile "$1/redis.log" &
+  redis_pid=$!
+  for _ in $(seq 1 100); do redis-cli -p "$redis_port" ping >/dev/null 2>&1 && return; sleep 0.1; done
+  echo "Redis did not start on port $redis_port: see $1/redis.log" >&2
+  exit 1
+}
