@@ -5,6 +5,7 @@
 //! Redis traffic are held at `info`, whatever `RUST_LOG` asks for, and socketioxide is
 //! built without its tracing.
 
+use tracing_log::AsLog;
 use tracing_subscriber::filter::{LevelFilter, Targets};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
@@ -35,6 +36,7 @@ const QUIET_BELOW_INFO: [&str; 9] = [
 /// Installs the global subscriber; `RUST_LOG` overrides the default `info` level.
 pub fn init(format: LogFormat) {
     let asked = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let most = asked.max_level_hint().unwrap_or(LevelFilter::TRACE);
     let caps = Targets::new()
         .with_default(LevelFilter::TRACE)
         .with_targets(QUIET_BELOW_INFO.into_iter().map(|target| (target, LevelFilter::INFO)));
@@ -45,4 +47,22 @@ pub fn init(format: LogFormat) {
     };
     // A second init (tests start several apps) keeps the first subscriber.
     let _ = tracing_subscriber::registry().with(lines.with_filter(asked).with_filter(caps)).try_init();
+    // The init lets every `log` record through to `tracing`, which then drops it: each of
+    // tungstenite's per-frame trace lines cost 2 % of a delivery's CPU that way. `log`'s
+    // own level check is one atomic load.
+    tracing_log::log::set_max_level(most.as_log());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tracing_log::log;
+
+    #[test]
+    fn log_records_below_the_asked_level_stop_before_the_bridge() {
+        init(LogFormat::Text);
+        let asked = EnvFilter::try_from_default_env().ok().and_then(|filter| filter.max_level_hint());
+        let expected = asked.unwrap_or(LevelFilter::INFO).as_log();
+        assert_eq!(log::max_level(), expected);
+    }
 }
