@@ -58,11 +58,7 @@ if [ -z "$quick" ] && { [ ! -x "$venv/bin/python" ] || [ "$reqs" -nt "$venv/.ins
   touch "$venv/.installed"
 fi
 node_peer="$ROOT/bench/peers/node"
-if [[ " $systems " == *" node "* ]] &&
-  { [ ! -d "$node_peer/node_modules" ] || [ "$node_peer/package-lock.json" -nt "$node_peer/node_modules/.package-lock.json" ]; }; then
-  say "installing the Socket.IO on Node peer"
-  (cd "$node_peer" && npm ci --no-fund --no-audit --loglevel=error)
-fi
+[[ " $systems " == *" node "* ]] && setup_node_peer
 
 # Every connection is a file descriptor, for the servers and the load tool alike.
 ulimit -n "$(ulimit -Hn)"

@@ -32,9 +32,7 @@ if [ -n "$build" ]; then
   build_load_tool
 fi
 node_peer="$ROOT/bench/peers/node"
-if [ "$system" = node ] && [ ! -d "$node_peer/node_modules" ]; then
-  (cd "$node_peer" && npm ci --no-fund --no-audit --loglevel=error)
-fi
+[ "$system" = node ] && setup_node_peer
 ulimit -n "$(ulimit -Hn)"
 mkdir -p "$out"
 say "results in $out"

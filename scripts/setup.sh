@@ -129,3 +129,12 @@ start_bench_redis() { # DIR
   echo "Redis did not start on port $redis_port: see $1/redis.log" >&2
   exit 1
 }
+
+# The Socket.IO on Node peer's packages (bench/peers/node), for the benchmarks that run it.
+setup_node_peer() {
+  local peer="$ROOT/bench/peers/node"
+  if [ ! -d "$peer/node_modules" ] || [ "$peer/package-lock.json" -nt "$peer/node_modules/.package-lock.json" ]; then
+    say "installing the Socket.IO on Node peer"
+    (cd "$peer" && npm ci --no-fund --no-audit --loglevel=error)
+  fi
+}
