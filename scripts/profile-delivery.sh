@@ -100,11 +100,11 @@ PY
     printf "10 s window: user %.1f µs + system %.1f µs = %.1f µs a delivery\n", u * 1e4 / d, s * 1e4 / d, (u + s) * 1e4 / d }'
   echo
   echo "syscalls over 8 s (about $((rate * clients * 8)) deliveries; strace slows the server):"
-  grep -E "^ *[0-9]" "$out/strace.txt" | sort -k4 -n -r | head -n 8
+  grep -E "^ *[0-9]" "$out/strace.txt" | sort -k4 -n -r | sed -n "1,8p"
   echo
   echo "CPU by binary (perf, 10 s):"
-  grep -E "^ +[0-9]" "$out/perf-dso.txt" | head -n 8
+  grep -E "^ +[0-9]" "$out/perf-dso.txt" | sed -n "1,8p"
   echo
   echo "CPU by function (perf, 10 s, top 30):"
-  grep -E "^ +[0-9]" "$out/perf-symbols.txt" | head -n 30 | cut -c1-110
+  grep -E "^ +[0-9]" "$out/perf-symbols.txt" | sed -n "1,30p" | cut -c1-110
 } | tee "$out/summary.txt"
