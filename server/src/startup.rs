@@ -39,11 +39,6 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tower_http::services::ServeDir;
 
-/// Each WebSocket's read buffer, allocated for its whole life. Clients send little (a
-/// chat line is far below 1 KiB, a bigger frame is read in several steps), so a quarter
-/// of socketioxide's 4 KiB default saves 3 KiB on every connection.
-const WS_READ_BUFFER_BYTES: usize = 1024;
-
 /// The site's name in the workspace metadata: `/pkg/chatroom.js`, `.wasm`, `.css`.
 const SITE_NAME: &str = "chatroom";
 
@@ -163,7 +158,7 @@ impl Application {
             .max_payload(settings.limits.max_payload_bytes)
             .ws_max_message_size(usize::try_from(settings.limits.max_payload_bytes).unwrap_or(usize::MAX))
             .max_buffer_size(usize::try_from(settings.limits.client_queue).unwrap_or(usize::MAX))
-            .ws_read_buffer_size(WS_READ_BUFFER_BYTES)
+            .ws_read_buffer_size(usize::try_from(settings.limits.ws_read_buffer_bytes).unwrap_or(usize::MAX))
             .build_layer();
         let metrics = Arc::new(Metrics::default());
         let addresses = Arc::new(settings.address_policy());
