@@ -80,8 +80,7 @@ else
   redis_url="redis://127.0.0.1:$redis_port/"
 fi
 
-upstream=""
-sticky=""
+node_ports=()
 for i in $(seq 1 "$nodes"); do
   node_port=$((port + i))
   # nginx on this machine forwards the clients' addresses: the per-address limits count those.
@@ -89,39 +88,12 @@ for i in $(seq 1 "$nodes"); do
     --trusted-proxies 127.0.0.1 >"$work/node-$i.log" 2>&1 &
   pids+=($!)
   echo $! >"$work/node-$i.pid"
-  upstream+="    server 127.0.0.1:$node_port"
-  sticky+="    server 127.0.0.1:$node_port max_fails=0;"$'\n'
-  upstream+=";"$'\n'
+  node_ports+=("$node_port")
 done
 for i in $(seq 1 "$nodes"); do wait_for "http://127.0.0.1:$((port + i))/" "node-$i"; done
 
-cat >"$work/chatroom-upstreams.conf" <<EOF
-upstream chatroom_any {
-    least_conn;
-$upstream}
-upstream chatroom_sticky {
-    ip_hash;
-$sticky}
-EOF
-echo "listen 127.0.0.1:$port;" >"$work/chatroom-listen.conf"
-cat >"$work/nginx.conf" <<EOF
-worker_processes 1;
-pid $work/nginx.pid;
-error_log $work/nginx-error.log warn;
-$( [ "$(id -u)" -eq 0 ] && echo "user root root;" )
-events { worker_connections 4096; }
-http {
-    access_log $work/nginx-access.log;
-    client_body_temp_path $work/tmp/body;
-    proxy_temp_path $work/tmp/proxy;
-    fastcgi_temp_path $work/tmp/fastcgi;
-    uwsgi_temp_path $work/tmp/uwsgi;
-    scgi_temp_path $work/tmp/scgi;
-    include $ROOT/deploy/nginx/chatroom.conf;
-}
-EOF
-nginx -p "$work" -c "$work/nginx.conf" -g 'daemon off;' &
-pids+=($!)
+start_nginx "$work" "$port" 4096 "${node_ports[@]}"
+pids+=("$nginx_pid")
 wait_for "http://127.0.0.1:$port/" "nginx"
 
 # The URL may hold a password: print where Redis is, not the URL.

@@ -130,6 +130,55 @@ start_bench_redis() { # DIR
   exit 1
 }
 
+# Starts nginx on 127.0.0.1:PORT in front of the nodes on NODE_PORTs with the
+# repository's configuration (deploy/nginx/chatroom.conf), its files in DIR, with room
+# for CONNECTIONS sockets (a proxied client takes two). A process may not open more
+# files than the hard limit (and raising it needs a privilege containers lack), so past
+# it the sockets are shared by several workers on one port (reuseport). Sets nginx_pid;
+# the caller waits.
+start_nginx() { # DIR PORT CONNECTIONS NODE_PORT...
+  local dir="$1" port="$2" connections="$3" upstream="" sticky="" node_port workers per_worker files reuse=""
+  shift 3
+  files="$(ulimit -Hn)"
+  [ "$files" = unlimited ] && files=1048576
+  workers=$(((connections + files - 257) / (files - 256)))
+  per_worker=$(((connections + workers - 1) / workers))
+  [ "$workers" -gt 1 ] && reuse=" reuseport"
+  mkdir -p "$dir/tmp"
+  for node_port in "$@"; do
+    upstream+="    server 127.0.0.1:$node_port;"$'\n'
+    sticky+="    server 127.0.0.1:$node_port max_fails=0;"$'\n'
+  done
+  cat >"$dir/chatroom-upstreams.conf" <<EOF
+upstream chatroom_any {
+    least_conn;
+$upstream}
+upstream chatroom_sticky {
+    ip_hash;
+$sticky}
+EOF
+  echo "listen 127.0.0.1:$port$reuse;" >"$dir/chatroom-listen.conf"
+  cat >"$dir/nginx.conf" <<EOF
+worker_processes $workers;
+pid $dir/nginx.pid;
+error_log $dir/nginx-error.log warn;
+$( [ "$(id -u)" -eq 0 ] && echo "user root root;" )
+worker_rlimit_nofile $((per_worker + 128));
+events { worker_connections $per_worker; }
+http {
+    access_log $dir/nginx-access.log;
+    client_body_temp_path $dir/tmp/body;
+    proxy_temp_path $dir/tmp/proxy;
+    fastcgi_temp_path $dir/tmp/fastcgi;
+    uwsgi_temp_path $dir/tmp/uwsgi;
+    scgi_temp_path $dir/tmp/scgi;
+    include $ROOT/deploy/nginx/chatroom.conf;
+}
+EOF
+  nginx -p "$dir" -c "$dir/nginx.conf" -g 'daemon off;' &
+  nginx_pid=$!
+}
+
 # The Socket.IO on Node peer's packages (bench/peers/node), for the benchmarks that run it.
 setup_node_peer() {
   local peer="$ROOT/bench/peers/node"
