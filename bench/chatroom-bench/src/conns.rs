@@ -9,11 +9,10 @@ use crate::link::Link;
 use crate::procstat;
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::Ipv4Addr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::net::TcpSocket;
 use tokio::sync::Semaphore;
 
 /// Connections per loopback source address.
@@ -88,18 +87,6 @@ impl ConnsReport {
     }
 }
 
-/// Opens one connection from `source` to `url`.
-async fn open(url: &str, source: Ipv4Addr) -> anyhow::Result<Link> {
-    let host = url.split("://").nth(1).and_then(|rest| rest.split('/').next()).context("a URL with a host")?;
-    let target: SocketAddr = tokio::net::lookup_host(host).await?.next().context("the host resolves")?;
-    let socket = TcpSocket::new_v4()?;
-    if target.ip().is_loopback() {
-        socket.bind(SocketAddr::new(IpAddr::V4(source), 0))?;
-    }
-    let stream = socket.connect(target).await?;
-    Link::over(url, stream).await
-}
-
 /// Runs the scenario in this process, or in copies of it past `--per-process`.
 pub async fn run(args: &ConnsArgs) -> anyhow::Result<ConnsReport> {
     let before = procstat::total_rss_kib(&args.server_pids);
@@ -129,7 +116,7 @@ async fn hold(args: &ConnsArgs) -> anyhow::Result<ConnsReport> {
         tasks.push(tokio::spawn(async move {
             let link = {
                 let _permit = gate.acquire().await;
-                open(&url, source).await
+                Link::from_source(&url, source).await
             };
             let mut link = match link {
                 Ok(link) => {

@@ -5,7 +5,8 @@ use app::protocol::codec::encode_event;
 use app::protocol::session::{ClientSession, Step};
 use app::protocol::{ClientEvent, ServerEvent};
 use futures::{SinkExt, StreamExt};
-use tokio::net::TcpStream;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use tokio::net::{TcpSocket, TcpStream};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
@@ -24,6 +25,32 @@ fn ws_config() -> WebSocketConfig {
     WebSocketConfig::default().read_buffer_size(4096)
 }
 
+/// A WebSocket client connection as the load tool holds it.
+pub type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// A TCP connection to the host of `base`, from `source` when given: one loopback
+/// address has about 28,000 ephemeral ports, and the per-address limits of a server
+/// behind a proxy count each address as one person.
+pub async fn tcp(base: &str, source: Option<Ipv4Addr>) -> anyhow::Result<TcpStream> {
+    let host = base.split("://").nth(1).and_then(|rest| rest.split('/').next()).context("a URL with a host")?;
+    let target: SocketAddr = tokio::net::lookup_host(host).await?.next().context("the host resolves")?;
+    let socket = if target.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
+    if let Some(source) = source.filter(|_| target.ip().is_loopback() && target.is_ipv4()) {
+        socket.bind(SocketAddr::new(IpAddr::V4(source), 0))?;
+    }
+    Ok(socket.connect(target).await?)
+}
+
+/// A WebSocket to the Socket.IO endpoint of `base`, from `source` when given.
+pub async fn websocket(base: &str, source: Option<Ipv4Addr>) -> anyhow::Result<Ws> {
+    let stream = tcp(base, source).await.context("TCP connect")?;
+    let (ws, _) =
+        tokio_tungstenite::client_async_with_config(socket_url(base), MaybeTlsStream::Plain(stream), Some(ws_config()))
+            .await
+            .context("WebSocket handshake")?;
+    Ok(ws)
+}
+
 /// What the server sent, as the load tool needs it.
 pub enum Incoming {
     /// A `message` string.
@@ -38,7 +65,7 @@ pub enum Incoming {
 
 /// A connected Socket.IO client.
 pub struct Link {
-    ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
+    ws: Ws,
     session: ClientSession,
 }
 
@@ -59,19 +86,12 @@ impl Link {
         Self::join(ws, ClientSession::with_auth(auth)).await
     }
 
-    /// Does the same over a TCP connection made by the caller (from a chosen source address).
-    pub async fn over(base: &str, stream: TcpStream) -> anyhow::Result<Self> {
-        let (ws, _) = tokio_tungstenite::client_async_with_config(
-            socket_url(base),
-            MaybeTlsStream::Plain(stream),
-            Some(ws_config()),
-        )
-        .await
-        .context("WebSocket handshake")?;
-        Self::join(ws, ClientSession::new()).await
+    /// Does the same from a chosen loopback source address.
+    pub async fn from_source(base: &str, source: Ipv4Addr) -> anyhow::Result<Self> {
+        Self::join(websocket(base, Some(source)).await?, ClientSession::new()).await
     }
 
-    async fn join(ws: WebSocketStream<MaybeTlsStream<TcpStream>>, session: ClientSession) -> anyhow::Result<Self> {
+    async fn join(ws: Ws, session: ClientSession) -> anyhow::Result<Self> {
         let mut link = Self { ws, session };
         while !link.session.is_online() {
             if let Incoming::Closed(reason) = link.next().await? {

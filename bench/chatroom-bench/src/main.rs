@@ -9,6 +9,7 @@
 //!   chatroom-bench conns --url … --connections 10000 --server-pid PID
 //!   chatroom-bench soak --url … --clients 40 --senders 8 --duration-secs 600
 //!   chatroom-bench rooms --url … --rooms 1000 --members 10 --rate-per-room 1 [--busy-members 1000]
+//!   chatroom-bench storm --url … --clients 10000 --kill-pid PID --server-pid PID [--legacy]
 //!
 //! Every client checks every line it receives: deliveries expected and received,
 //! duplicates and order violations per sender, latency (HDR histogram) and disconnects.
@@ -19,8 +20,10 @@ mod fanout;
 mod link;
 mod procstat;
 mod rampup;
+mod resuming;
 mod rooms;
 mod soak;
+mod storm;
 
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
@@ -49,6 +52,9 @@ enum Scenario {
     /// Many rooms of a few members (version 2 clients), one sender each, beside an
     /// optional busy room: every line once, in order, in its room only.
     Rooms(rooms::RoomsArgs),
+    /// Clients over several nodes behind a load balancer; one node is killed and its
+    /// clients come back at once: how long until they are back, and nothing lost.
+    Storm(storm::StormArgs),
 }
 
 /// Refuses any target that is not on the loopback network: this tool must not load
@@ -120,6 +126,18 @@ async fn main() -> anyhow::Result<()> {
             }
             let _ = rlimit::increase_nofile_limit(u64::MAX);
             let report = rooms::run(&args).await?;
+            print_report(&report.table(), &serde_json::to_string(&report)?);
+            if !report.clean() {
+                std::process::exit(1);
+            }
+        }
+        Scenario::Storm(args) => {
+            loopback_only(std::slice::from_ref(&args.url))?;
+            if args.bound() > std::time::Duration::from_secs(900) {
+                bail!("--join-secs + --before-secs + --within-secs is at most 15 minutes: every run is bounded");
+            }
+            let _ = rlimit::increase_nofile_limit(u64::MAX);
+            let report = storm::run(&args).await?;
             print_report(&report.table(), &serde_json::to_string(&report)?);
             if !report.clean() {
                 std::process::exit(1);

@@ -7,17 +7,11 @@
 //! Senders send one line at a time and wait for its answer (their own line back, or a
 //! refusal), so each line's fate is known to its sender: a refused line must reach no one.
 
+use crate::resuming::{self, LineSet, Phase, Plan, Seen};
 use anyhow::{Context, bail};
-use app::protocol::session::{Backoff, ClientSession, Step};
-use app::protocol::{
-    After, BacklogKind, ClientAuth, ClientEvent, Notice, Position, Presented, RoomEvent, RoomLine, ServerEvent,
-};
-use futures::{SinkExt, StreamExt};
 use serde::Serialize;
-use std::collections::{BTreeSet, HashMap};
 use std::time::Duration;
-use tokio::time::Instant;
-use tokio_tungstenite::tungstenite::Message;
+use tokio::sync::{mpsc, watch};
 
 /// The soak scenario's settings.
 #[derive(Debug, clap::Args)]
@@ -40,32 +34,13 @@ pub struct SoakArgs {
     pub duration_secs: u64,
 }
 
-/// One line: its sender's index and its number.
-type LineId = (usize, u64);
-
-/// What one client saw and did.
-#[derive(Debug, Default)]
-struct Seen {
-    lines: BTreeSet<LineId>,
-    duplicates: u64,
-    out_of_order: u64,
-    resets: u64,
-    false_leaves: u64,
-    reconnects: u64,
-    /// Lines of this client that were refused (it was told so).
-    refused: BTreeSet<LineId>,
-    /// Lines of this client whose answer never came (its connection dropped meanwhile).
-    in_doubt: u64,
-    sent: u64,
-}
-
 /// The report of a soak run.
 #[derive(Debug, Serialize)]
 pub struct SoakReport {
     clients: usize,
     senders: usize,
     lines_sent: u64,
-    lines_seen: usize,
+    lines_seen: u64,
     lost: u64,
     duplicated: u64,
     out_of_order: u64,
@@ -116,21 +91,34 @@ pub async fn run(args: &SoakArgs) -> anyhow::Result<SoakReport> {
     if args.senders > args.clients || args.clients == 0 {
         bail!("--senders must be at most --clients, and --clients at least 1");
     }
-    let started = Instant::now();
-    let end = started + Duration::from_secs(args.duration_secs);
+    let duration = Duration::from_secs(args.duration_secs);
     // Everyone joins first; the senders start a few seconds in and stop a while before
     // the end, so that their last lines reach everyone.
-    let quarter = Duration::from_secs(args.duration_secs) / 4;
-    let send_from = started + quarter.min(Duration::from_secs(5));
-    let send_until = end - quarter.min(Duration::from_secs(10));
+    let quarter = duration / 4;
+    let joining = quarter.min(Duration::from_secs(5));
+    let quiet = quarter.min(Duration::from_secs(10));
     let every = Duration::from_secs_f64(args.every_secs.max(0.05));
+    let (phase_tx, phase) = watch::channel(Phase::Joining);
+    // Soak clients are judged on their lines only: nobody listens to their notes.
+    let (notes, _) = mpsc::unbounded_channel();
     let tasks: Vec<_> = (0..args.clients)
         .map(|index| {
-            let url = args.url.clone();
-            let sending = (index < args.senders).then_some((send_from, send_until, every));
-            tokio::spawn(async move { client(&url, index, sending, end).await })
+            let plan = Plan {
+                index,
+                prefix: "soak",
+                sending: (index < args.senders).then_some((index, every)),
+                source: None,
+                legacy: false,
+                room: None,
+            };
+            tokio::spawn(resuming::client(args.url.clone(), plan, phase.clone(), notes.clone(), None))
         })
         .collect();
+    for (next, after) in [(Phase::Chatting, joining), (Phase::Quiet, duration - joining - quiet), (Phase::Over, quiet)]
+    {
+        tokio::time::sleep(after).await;
+        phase_tx.send_replace(next);
+    }
     let mut seen = Vec::with_capacity(tasks.len());
     for task in tasks {
         seen.push(task.await.context("a client task failed")?);
@@ -139,181 +127,26 @@ pub async fn run(args: &SoakArgs) -> anyhow::Result<SoakReport> {
 }
 
 fn compare(args: &SoakArgs, seen: &[Seen]) -> SoakReport {
-    let everything: BTreeSet<LineId> = seen.iter().flat_map(|s| s.lines.iter().copied()).collect();
-    let refused: BTreeSet<LineId> = seen.iter().flat_map(|s| s.refused.iter().copied()).collect();
+    let everything = LineSet::union(seen.iter().map(|s| &s.lines));
+    let refused: Vec<_> = seen.iter().flat_map(|s| s.refused.iter().copied()).collect();
+    for s in seen {
+        if let Some(err) = &s.first_error {
+            eprintln!("soak: a connection failed: {err}");
+        }
+    }
     SoakReport {
         clients: args.clients,
         senders: args.senders,
         lines_sent: seen.iter().map(|s| s.sent).sum(),
         lines_seen: everything.len(),
-        lost: seen.iter().map(|s| (everything.len() - s.lines.len()) as u64).sum(),
+        lost: seen.iter().map(|s| everything.len() - s.lines.len()).sum(),
         duplicated: seen.iter().map(|s| s.duplicates).sum(),
         out_of_order: seen.iter().map(|s| s.out_of_order).sum(),
         refused: refused.len(),
-        refused_but_delivered: refused.intersection(&everything).count(),
+        refused_but_delivered: refused.iter().filter(|line| everything.contains(**line)).count(),
         in_doubt: seen.iter().map(|s| s.in_doubt).sum(),
         resets: seen.iter().map(|s| s.resets).sum(),
         false_leaves: seen.iter().map(|s| s.false_leaves).sum(),
         reconnects: seen.iter().map(|s| s.reconnects).sum(),
     }
-}
-
-/// The name of client `index`.
-fn name_of(index: usize) -> String {
-    format!("soak{index}")
-}
-
-/// One client for the whole run: connects, resumes after every disconnect, and keeps
-/// what it saw.
-async fn client(url: &str, index: usize, sending: Option<(Instant, Instant, Duration)>, end: Instant) -> Seen {
-    let key = format!("soak-{index:04}-0123456789abcdef");
-    let mut state = State { index, seen: Seen::default(), last: HashMap::new(), after: None, next_seq: 0 };
-    let mut backoff = Backoff::default();
-    let mut first = true;
-    while Instant::now() < end {
-        if !first {
-            state.seen.reconnects += 1;
-            let delay = backoff.next_delay_ms(f64::from(u32::try_from(index % 97).unwrap_or(0)) / 97.0);
-            tokio::time::sleep(Duration::from_millis(delay)).await;
-        }
-        first = false;
-        let auth = ClientAuth {
-            after: state.after.map(|pos| After::One(Presented::Valid(pos))),
-            name: Some(name_of(index)),
-            key: key.parse().ok().map(Presented::Valid),
-            ..ClientAuth::v1()
-        };
-        match session(url, &auth, &mut state, sending, end).await {
-            // It was online: the next disconnect starts the backoff over.
-            Ok(true) => backoff.reset(),
-            Ok(false) => {}
-            Err(err) => eprintln!("soak client {index}: {err:#}"),
-        }
-    }
-    state.seen
-}
-
-/// What a client carries from one connection to the next.
-struct State {
-    index: usize,
-    seen: Seen,
-    /// The newest line number seen of each sender.
-    last: HashMap<usize, u64>,
-    /// The position of the newest room event seen.
-    after: Option<Position>,
-    next_seq: u64,
-}
-
-impl State {
-    fn line(&mut self, line: RoomLine) {
-        self.after = Some(line.pos);
-        match line.event {
-            RoomEvent::Chat { author, text } => {
-                let (Some(sender), Ok(seq)) = (author.strip_prefix("soak").and_then(|n| n.parse().ok()), text.parse())
-                else {
-                    return;
-                };
-                if !self.seen.lines.insert((sender, seq)) {
-                    self.seen.duplicates += 1;
-                } else if self.last.get(&sender).is_some_and(|last| *last > seq) {
-                    self.seen.out_of_order += 1;
-                }
-                let last = self.last.entry(sender).or_insert(seq);
-                *last = (*last).max(seq);
-            }
-            // Every soak client comes back within the grace period: a leave is false.
-            RoomEvent::Left { author } if author.starts_with("soak") => self.seen.false_leaves += 1,
-            RoomEvent::Left { .. }
-            | RoomEvent::Joined { .. }
-            | RoomEvent::Renamed { .. }
-            | RoomEvent::Deleted { .. } => {}
-        }
-    }
-}
-
-/// One connection: until it drops or the run ends. Whether it got online.
-async fn session(
-    url: &str,
-    auth: &ClientAuth,
-    state: &mut State,
-    sending: Option<(Instant, Instant, Duration)>,
-    end: Instant,
-) -> anyhow::Result<bool> {
-    let ws_url = crate::link::socket_url(url);
-    let (mut ws, _) = tokio::time::timeout(Duration::from_secs(10), tokio_tungstenite::connect_async(ws_url))
-        .await
-        .context("connect")??;
-    let mut session = ClientSession::with_auth(serde_json::to_value(auth)?);
-    let mut online = false;
-    // The line of ours that waits for its answer, and when the next may go.
-    let mut outstanding: Option<u64> = None;
-    let mut next_send = Instant::now();
-    let mut joined = false;
-    loop {
-        let can_send = joined
-            && outstanding.is_none()
-            && sending.is_some_and(|(from, until, _)| {
-                let now = Instant::now();
-                now >= from && now < until
-            });
-        let wake =
-            if can_send { next_send.max(Instant::now()) } else { end.min(Instant::now() + Duration::from_secs(1)) };
-        tokio::select! {
-            frame = ws.next() => {
-                let text = match frame {
-                    Some(Ok(Message::Text(text))) => text,
-                    Some(Ok(Message::Close(_))) | None => break,
-                    Some(Ok(_)) => continue,
-                    Some(Err(err)) => return Err(err).context("receive").map(|()| online),
-                };
-                match session.on_frame(text.as_str()).context("a frame")? {
-                    Step::Reply(reply) => ws.send(Message::text(reply)).await.context("reply")?,
-                    Step::Online => online = true,
-                    Step::Event(ServerEvent::Backlog(backlog)) => {
-                        if backlog.kind == BacklogKind::Reset {
-                            state.seen.resets += 1;
-                        }
-                        for line in backlog.lines {
-                            state.line(line);
-                        }
-                        joined = true;
-                    }
-                    Step::Event(ServerEvent::Line(line)) => {
-                        let own = matches!(&line.event, RoomEvent::Chat { author, text }
-                            if *author == name_of(state.index) && Some(text.as_str()) == outstanding.map(|s| s.to_string()).as_deref());
-                        state.line(line);
-                        if own {
-                            outstanding = None;
-                        }
-                    }
-                    Step::Event(ServerEvent::Notice(Notice::Refused { .. })) => {
-                        if let Some(seq) = outstanding.take() {
-                            state.seen.refused.insert((state.index, seq));
-                        }
-                    }
-                    Step::Closed(_) => break,
-                    Step::Event(_) | Step::Idle => {}
-                }
-            }
-            () = tokio::time::sleep_until(wake) => {
-                if Instant::now() >= end {
-                    break;
-                }
-                if can_send && let Some((_, _, every)) = sending {
-                    let seq = state.next_seq;
-                    state.next_seq += 1;
-                    ws.send(Message::text(app::protocol::codec::encode_event(&ClientEvent::Message(seq.to_string()))?))
-                        .await
-                        .context("send")?;
-                    state.seen.sent += 1;
-                    outstanding = Some(seq);
-                    next_send = Instant::now() + every;
-                }
-            }
-        }
-    }
-    if outstanding.is_some() {
-        state.seen.in_doubt += 1;
-    }
-    Ok(online)
 }

@@ -202,3 +202,46 @@ async fn the_load_tool_soaks_a_node_with_resuming_clients() {
         assert_eq!(report[zero], 0, "{zero}: {report}");
     }
 }
+
+#[tokio::test]
+async fn the_load_tool_storms_from_many_addresses_and_kills_its_target() {
+    let app = spawn_app().await;
+    let url = app.url();
+    // The node runs in this process: the process killed here stands in for it (the
+    // clients' drops and resumes are measured by scripts/bench.sh with real nodes).
+    let mut target = Command::new("sleep").arg("60").kill_on_drop(true).spawn().expect("start sleep");
+    let pid = target.id().expect("a pid").to_string();
+    let me = std::process::id().to_string();
+    let report = clean_run(&[
+        "storm",
+        "--url",
+        &url,
+        "--clients",
+        "30",
+        "--senders",
+        "3",
+        "--room-size",
+        "10",
+        "--every-secs",
+        "0.2",
+        "--per-address",
+        "4",
+        "--kill-pid",
+        &pid,
+        "--before-secs",
+        "1",
+        "--within-secs",
+        "2",
+        "--server-pid",
+        &me,
+    ])
+    .await;
+    let status = target.wait().await.expect("the target ends");
+    assert!(!status.success(), "the target was killed: {status}");
+    assert_eq!((report["clients"].as_u64(), report["rooms"].as_u64()), (Some(30), Some(3)), "{report}");
+    assert!(report["lines_seen"].as_u64().is_some_and(|n| n >= 10), "{report}");
+    for zero in ["dropped", "lost", "duplicated", "out_of_order", "resets", "false_leaves", "failed_attempts"] {
+        assert_eq!(report[zero], 0, "{zero}: {report}");
+    }
+    assert!(report["survivor_rss_peak_kib"].as_u64().is_some_and(|kib| kib > 0), "{report}");
+}
