@@ -4,7 +4,7 @@
 # chatroom-bench. Builds release, installs the peers, runs every scenario for every
 # system in turn (alternating the order each round), and writes docs/benchmarks.md, its
 # charts and bench/baseline.json from the results (scripts/bench_report.py). Takes about
-# 50 minutes.
+# 60 minutes.
 #
 #   scripts/bench.sh [--rounds 3] [--clients "100 1000 5000"] [--systems "chatroom node flask"]
 #                    [--no-build] [--no-capacity] [--out DIR]
@@ -40,6 +40,11 @@ done
 
 # --- set-up ------------------------------------------------------------------------
 command -v redis-server >/dev/null || { say "installing Redis"; apt_install redis-server; }
+if [ -z "$quick" ]; then
+  for tool in nginx valgrind ss; do
+    command -v "$tool" >/dev/null || { say "installing nginx, valgrind and ss"; apt_install nginx valgrind iproute2; }
+  done
+fi
 if [ -n "$build" ]; then
   setup_build
   build_load_tool
@@ -102,10 +107,12 @@ redis_pid=$!
 for _ in $(seq 1 100); do redis-cli -p "$redis_port" ping >/dev/null 2>&1 && break; sleep 0.1; done
 
 # start SYSTEM NODES [CPUS]: starts the system's nodes on fresh ports, on the CPUs listed
-# (taskset) if given; sets urls and pids.
+# (taskset) if given; sets urls and pids. chatroom's nodes also get chatroom_settings.
 urls=()
+storm=""
+chatroom_settings=()
 start() {
-  local system="$1" nodes="$2" cpus="${3:-}" i port pin=()
+  local system="$1" nodes="$2" cpus="${3:-}" i port pin=() limits
   [ -n "$cpus" ] && pin=(taskset -c "$cpus")
   redis-cli -p "$redis_port" flushall >/dev/null
   urls=()
@@ -113,10 +120,14 @@ start() {
     port="$(free_port)"
     case "$system" in
       chatroom)
-        # Rate limits are for people; the benchmark's senders send far faster.
+        # Rate limits are for people; the benchmark's senders send far faster. The storm
+        # has people's rates, from many addresses behind nginx: it keeps the defaults.
+        limits=(--message-rate 1000000 --message-burst 1000000 --max-connections 100000
+          --max-connections-per-address 100000)
+        [ -n "$storm" ] && limits=(--trusted-proxies 127.0.0.1)
         "${pin[@]}" "$ROOT/target/release/server" --addr "127.0.0.1:$port" --node-name "node-$i" \
-          --redis-url "redis://127.0.0.1:$redis_port/" --message-rate 1000000 --message-burst 1000000 \
-          --max-connections 100000 --max-connections-per-address 100000 >>"$out/$system-$i.log" 2>&1 &
+          --redis-url "redis://127.0.0.1:$redis_port/" "${limits[@]}" "${chatroom_settings[@]}" \
+          >>"$out/$system-$i.log" 2>&1 &
         ;;
       node)
         (cd "$node_peer" && PORT="$port" REDIS_URL="redis://127.0.0.1:$redis_port" exec "${pin[@]}" node server.js) \
@@ -191,14 +202,86 @@ measure_cpu() { # SYSTEM ROUND SIZES
 }
 
 # Memory per idle connection: 5,000 connections over both nodes.
-measure_memory() { # SYSTEM ROUND
-  local system="$1" round="$2" server_pids=()
+measure_memory() { # SYSTEM ROUND [NAME]
+  local system="$1" round="$2" name="${3:-memory-$1}" server_pids=()
   start "$system" 2
   for pid in "${pids[@]}"; do
     # The peers' shells exec their server: the pid is the server's.
     server_pids+=("--server-pid" "$pid")
   done
-  run "memory-$system-5000-r$round" conns "${urls[@]}" --connections 5000 --hold-secs 5 "${server_pids[@]}"
+  run "$name-5000-r$round" conns "${urls[@]}" --connections 5000 --hold-secs 5 "${server_pids[@]}"
+  stop_pids
+}
+
+# Memory per idle connection under each setting of the socket library (chatroom's flags
+# for them), one changed at a time from the defaults; as measure_memory.
+memory_settings=(
+  "ws-read-256:--ws-read-buffer-bytes 256"
+  "ws-read-4096:--ws-read-buffer-bytes 4096"
+  "queue-16:--client-queue 16"
+  "queue-65536:--client-queue 65536"
+  "ping-5:--ping-interval-secs 5 --ping-timeout-secs 5"
+  "ping-50:--ping-interval-secs 50 --ping-timeout-secs 60"
+)
+measure_memory_settings() { # ROUND
+  local entry
+  for entry in "${memory_settings[@]}"; do
+    read -r -a chatroom_settings <<<"${entry#*:}"
+    echo "${entry#*:}" >"$out/memsetting-${entry%%:*}.flags"
+    measure_memory chatroom "$1" "memsetting-${entry%%:*}"
+  done
+  chatroom_settings=()
+}
+
+# Where an idle connection's memory goes: one chatroom node (with Redis) under valgrind's
+# massif; detailed heap snapshots (through vgdb) before and while 1,000 idle connections
+# are held. scripts/bench_massif.py splits the growth by who allocated it.
+measure_memory_breakdown() {
+  local port node conns
+  redis-cli -p "$redis_port" flushall >/dev/null
+  port="$(free_port)"
+  say "memory breakdown (massif, 1,000 idle connections)"
+  valgrind --tool=massif --threshold=0.1 --depth=40 --massif-out-file="$out/massif.out" \
+    "$ROOT/target/release/server" --addr "127.0.0.1:$port" --node-name massif \
+    --redis-url "redis://127.0.0.1:$redis_port/" >"$out/massif-node.log" 2>&1 &
+  node=$!
+  pids+=("$node")
+  for _ in $(seq 1 600); do curl -sf -o /dev/null "http://127.0.0.1:$port/readyz" && break; sleep 0.1; done
+  sleep 5
+  vgdb --pid="$node" detailed_snapshot "$out/massif-before.txt" >>"$out/massif-node.log" 2>&1
+  "$bench_tool" conns --url "http://127.0.0.1:$port" --connections 1000 --hold-secs 60 \
+    >"$out/massif-conns.txt" 2>&1 &
+  conns=$!
+  for _ in $(seq 1 1200); do
+    [ "$(ss -Htn state established "( sport = :$port )" | wc -l)" -ge 1000 ] && break
+    sleep 0.1
+  done
+  sleep 5
+  vgdb --pid="$node" detailed_snapshot "$out/massif-after.txt" >>"$out/massif-node.log" 2>&1
+  wait "$conns" || true
+  stop_pids
+}
+
+# Reconnect storm: two nodes behind nginx, 10,000 clients (5,000 a node, 10 a source
+# address, 10 senders with a line every 5 s each); the load tool kills node 1 (SIGKILL)
+# once all have joined, and its clients come back through nginx with the page's backoff.
+# chatroom's clients resume (structured protocol, rooms of 100) and chatroom keeps its
+# default limits, counted per client address behind nginx (--trusted-proxies); Node's
+# clients reconnect (one room: its contract has no other).
+measure_storm() { # SYSTEM ROUND
+  local system="$1" round="$2" port legacy=() ports=() i
+  storm=1
+  start "$system" 2
+  storm=""
+  for ((i = 1; i < ${#urls[@]}; i += 2)); do ports+=("${urls[$i]##*:}"); done
+  port="$(free_port)"
+  start_nginx "$out/nginx-storm-$system-r$round" "$port" 25000 "${ports[@]}"
+  pids+=("$nginx_pid")
+  wait_http "http://127.0.0.1:$port/" "nginx"
+  [ "$system" = chatroom ] || legacy=(--legacy)
+  run "storm-$system-10000-r$round" storm --url "http://127.0.0.1:$port" --clients 10000 --room-size 100 \
+    --senders 10 --every-secs 5 --per-address 10 --kill-pid "${pids[0]}" --server-pid "${pids[1]}" --redis-pid "$redis_pid" \
+    --before-secs 10 --within-secs 90 "${legacy[@]}"
   stop_pids
 }
 
@@ -224,6 +307,11 @@ for round in $(seq 1 "$rounds"); do
     run "latency-$system-1000-r$round" fanout "${urls[@]}" --clients 1000 --senders 10 --rate 10 --duration-secs 10
     stop_pids
     measure_memory "$system" "$round"
+    [ "$system" = flask ] || measure_storm "$system" "$round"
+    if [ "$system" = chatroom ] && [ "$round" = 1 ]; then
+      measure_memory_settings "$round"
+      measure_memory_breakdown
+    fi
   done
 done
 

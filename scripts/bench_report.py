@@ -15,6 +15,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+import bench_massif  # noqa: E402
+
 BEGIN = "<!-- results:begin (written by scripts/bench_report.py) -->"
 END = "<!-- results:end -->"
 SYSTEMS = [
@@ -259,6 +261,93 @@ def main():
     for system, label in SYSTEMS:
         if system in memory:
             lines.append(f"| {label} | {fmt(memory[system]['kib'], 1)} | {memory[system]['failures']} |")
+    lines += [
+        "",
+        "### Memory per idle connection by setting (chatroom, 5,000 connections over two nodes)",
+        "",
+        "Each of the socket library's settings that chatroom passes on, one changed at a time",
+        "from chatroom's defaults (`--ws-read-buffer-bytes 1024`, `--client-queue 1024`, pings",
+        "every 25 s with a 20 s timeout); the growth of both nodes' RSS divided by 5,000.",
+        "",
+        "| setting | KiB per connection | against the defaults |",
+        "| --- | ---: | ---: |",
+    ]
+    base = memory.get("chatroom", {}).get("kib")
+    if base is not None:
+        lines.append(f"| defaults | {fmt(base, 1)} | |")
+    # scripts/bench.sh writes each setting's flags beside its runs.
+    for flags_file in sorted(results.glob("memsetting-*.flags")):
+        flags = flags_file.read_text().strip()
+        reports = rounds_of(results, f"{flags_file.stem}-5000")
+        kib = median([r["kib_per_connection"] for r in reports])
+        if kib is not None:
+            delta = "" if base is None else f"{kib - base:+.1f} KiB"
+            lines.append(f"| `{flags}` | {fmt(kib, 1)} | {delta} |")
+    before, after = results / "massif-before.txt", results / "massif-after.txt"
+    if before.exists() and after.exists():
+        lines += [
+            "",
+            "### Where an idle connection's memory goes (chatroom, massif)",
+            "",
+            "One node with Redis under `valgrind --tool=massif`; detailed heap snapshots before",
+            "and while 1,000 idle WebSocket connections were held; the growth divided by 1,000,",
+            "by the first frame of each allocation's stack outside the standard library and the",
+            "runtime (`scripts/bench_massif.py`). The heap only: RSS adds the allocator's overhead",
+            "and the kernel's socket buffers are not in either.",
+            "",
+        ]
+        lines += bench_massif.table(bench_massif.breakdown(before, after, 1000))
+    storm = {system: rounds_of(results, f"storm-{system}-10000") for system in ("chatroom", "node")}
+    if any(storm.values()):
+        lines += [
+            "",
+            "### Reconnect storm (two nodes behind nginx, 10,000 clients, one node killed)",
+            "",
+            "10,000 clients over two nodes behind nginx (10 clients a source address, 10 senders",
+            "with a line every 5 s each; chatroom's in 100 rooms of 100, Node's in its one room);",
+            "once all have joined and chatted 10 s, the load tool",
+            "kills node 1 (SIGKILL). Its clients come back through nginx with the page's jittered",
+            "backoff (0.5 s doubling to 10 s, each delay in the upper half of its step); chatroom's",
+            "resume after their last position (lines lost and duplicated are counted for every",
+            "client), Node's only reconnect. chatroom runs with its default limits per client",
+            "address (`--trusted-proxies`). Servers, Redis, nginx and the tool share the two cores.",
+            "Times are from the kill; the survivor's CPU and Redis's are their busiest second after",
+            "it (% of one core) and their CPU seconds until all were back.",
+            "",
+            "| system | dropped | back 50 % | 99 % | 100 % | lost | duplicated | survivor peak RSS | survivor CPU peak (s) | Redis CPU peak (s) |",
+            "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        ]
+        for system, label in SYSTEMS:
+            reports = storm.get(system)
+            if not reports:
+                continue
+            ms = lambda key: fmt(median([r.get(key) for r in reports]), 0, "n/a")  # noqa: E731
+            legacy = reports[0].get("legacy")
+            lost = "n/a (no resume)" if legacy else str(sum(r["lost"] for r in reports))
+            dup = "n/a" if legacy else str(sum(r["duplicated"] for r in reports))
+            rss = median([r["survivor_rss_peak_kib"] for r in reports])
+            lines.append(
+                f"| {label} | {fmt(median([r['dropped'] for r in reports]))} | {ms('back_ms_p50')} ms | "
+                f"{ms('back_ms_p99')} ms | {ms('back_ms_p100')} ms | {lost} | {dup} | "
+                f"{fmt(rss / 1024 if rss else None, 0, 'n/a')} MiB | "
+                f"{fmt(median([r['survivor_cpu_peak_pct'] for r in reports]))} % "
+                f"({fmt(median([r['survivor_cpu_storm_secs'] for r in reports]), 1)} s) | "
+                f"{fmt(median([r['redis_cpu_peak_pct'] for r in reports]))} % "
+                f"({fmt(median([r['redis_cpu_storm_secs'] for r in reports]), 1)} s) |"
+            )
+        lines += ["", "Each round (dropped; back 50 / 99 / 100 % in ms; lost, duplicated, resets, false leaves):", ""]
+        for system, label in SYSTEMS:
+            for r in storm.get(system) or []:
+                checks = "" if r.get("legacy") else (
+                    f"; lost {r['lost']}, duplicated {r['duplicated']}, resets {r['resets']}, "
+                    f"false leaves {r['false_leaves']}"
+                )
+                lines.append(
+                    f"- {label}: {r['dropped']:,} dropped, {r['back']:,} back; "
+                    f"{fmt(r.get('back_ms_p50'), 0, 'n/a')} / {fmt(r.get('back_ms_p99'), 0, 'n/a')} / "
+                    f"{fmt(r.get('back_ms_p100'), 0, 'n/a')} ms; {r['lines_seen']:,} lines{checks}; "
+                    f"failed attempts {r['failed_attempts']:,}"
+                )
     lines += ["", "### Connections held (chatroom)", ""]
     for name, what in (("1node", "one node"), ("6nodes", "six nodes")):
         c = capacity.get(name)
