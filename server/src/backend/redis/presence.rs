@@ -202,9 +202,30 @@ impl RedisPresence {
             for entry in entries {
                 args.extend(entry.iter().map(String::as_str));
             }
-            let (room_left, deadline): (usize, i64) = self.run_room(room, "sync", &args).await?;
+            let reply: Vec<String> = self.run_room(room, "sync", &args).await?;
+            let Some((deadline, unlisted)) = reply.split_first() else {
+                return Err(BackendError::UnexpectedReply("a room sync without its deadline".into()));
+            };
+            let deadline = deadline
+                .parse()
+                .map_err(|_| BackendError::UnexpectedReply(format!("a room sync's deadline {deadline:?}")))?;
             self.note_grace(room, deadline).await?;
-            left += room_left;
+            // Unlisted connections the node no longer has in the room are gone. One that
+            // entered the room after the list was taken was added to the node's own record
+            // before Redis heard of it, so it is found there now and keeps counting (a
+            // user resuming on this node while its old node was reaped was announced as
+            // left before).
+            let gone: Vec<SessionId> = {
+                let now_live = self.live();
+                unlisted
+                    .iter()
+                    .map(|sid| SessionId::new(sid.clone()))
+                    .filter(|sid| !now_live.get(sid).is_some_and(|conn| conn.rooms.contains(room)))
+                    .collect()
+            };
+            for sid in &gone {
+                left += self.drop_from_room(room, sid, self.grace).await?;
+            }
         }
         let closed_meanwhile: Vec<(SessionId, LiveConnection)> = {
             let mut now_live = self.live();

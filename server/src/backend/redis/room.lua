@@ -129,26 +129,24 @@ elseif op == 'snapshot' then
   table.insert(result, 1, newest[1] and newest[1][1] or '0-0')
   return result
 elseif op == 'sync' then
-  -- Makes this node's connections in the room exactly these (ARGV[6..] in fours: sid,
-  -- user, name, its version), announcing names the room lost. Returns {left, the next
-  -- grace deadline or 0}.
-  local grace_ms = tonumber(ARGV[5])
-  local now = now_ms()
-  local live = {}
-  for i = 6, #ARGV, 4 do live[ARGV[i]] = true end
-  local prefix = node .. '|'
-  local left = 0
-  local all = redis.call('HGETALL', CONNS)
-  for i = 1, #all, 2 do
-    if all[i + 1]:sub(1, #prefix) == prefix and not live[all[i]] then
-      left = left + drop(all[i], grace_ms, now)[1]
-    end
-  end
+  -- Writes these connections of this node back into the room (ARGV[6..] in fours: sid,
+  -- user, name, its version; ARGV[5], the grace, is the caller's). Returns the next grace
+  -- deadline or 0, then this node's connections in the room that are not listed: the
+  -- caller drops those it no longer has. Not here: the list was taken before this ran,
+  -- and a connection that entered the room since is not on it, yet must keep counting.
+  local listed = {}
+  for i = 6, #ARGV, 4 do listed[ARGV[i]] = true end
   for i = 6, #ARGV, 4 do
     local sid, user, name, version = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
     attach(sid, user)
     if name ~= '' then announce_name(user, name, version) end
   end
-  return {left, next_deadline()}
+  local result = {next_deadline()}
+  local prefix = node .. '|'
+  local all = redis.call('HGETALL', CONNS)
+  for i = 1, #all, 2 do
+    if all[i + 1]:sub(1, #prefix) == prefix and not listed[all[i]] then table.insert(result, all[i]) end
+  end
+  return result
 end
 return redis.error_reply('unknown room operation ' .. tostring(op))
