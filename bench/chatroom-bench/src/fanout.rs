@@ -430,8 +430,16 @@ async fn run_client(
                 Order::Run(step) if done.is_none_or(|done| step.id > done) => break step,
                 Order::Run(_) | Order::Wait => {}
             }
-            if steps.changed().await.is_err() {
-                return;
+            // Waiting, it still answers heartbeats: engineioxide pings as a socket opens
+            // and closes it if no answer comes within its timeout (20 s), which the
+            // first of 5,000 clients used to miss while the rest connected.
+            tokio::select! {
+                changed = steps.changed() => if changed.is_err() {
+                    return;
+                },
+                incoming = link.next(), if !disconnected => {
+                    disconnected = matches!(incoming, Ok(Incoming::Closed(_)) | Err(_));
+                }
             }
         };
         done = Some(step.id);

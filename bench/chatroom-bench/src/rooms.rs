@@ -286,8 +286,22 @@ async fn serve(
     latencies: &Latencies,
 ) -> Seen {
     let mut seen = Seen { room: member.room.clone(), ..Seen::default() };
-    let Ok(window) = go.wait_for(Option::is_some).await.map(|w| *w) else { return seen };
-    let Some((begin, end)) = window else { return seen };
+    // Waiting for the others, it still answers heartbeats (engineioxide pings as a
+    // socket opens and closes it if no answer comes within 20 s).
+    let (begin, end) = loop {
+        if let Some(window) = *go.borrow_and_update() {
+            break window;
+        }
+        tokio::select! {
+            changed = go.changed() => if changed.is_err() {
+                return seen;
+            },
+            incoming = link.next() => if matches!(incoming, Ok(Incoming::Closed(_)) | Err(_)) {
+                seen.disconnected = true;
+                return seen;
+            }
+        }
+    };
     let every = member.sends_every.unwrap_or(Duration::from_secs(3_600));
     // Senders start spread over one interval, not all in the same instant.
     let offset = every.mul_f64((member.index as f64 * 0.618_034) % 1.0);
