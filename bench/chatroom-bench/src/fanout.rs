@@ -22,6 +22,10 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 const SHARDS: usize = 16;
 /// How long clients keep listening after the last line was sent.
 const DRAIN: Duration = Duration::from_secs(3);
+/// How long the servers get, once every client is connected, to finish what connecting
+/// set off (sessions and presence written to Redis, a presence sweep) before a step is
+/// measured: work left over from connecting is not a delivery's.
+const SETTLE: Duration = Duration::from_secs(3);
 
 /// `fanout`'s options.
 #[derive(Debug, Clone, clap::Args)]
@@ -298,6 +302,7 @@ impl Swarm {
                 connect_failures += 1;
             }
         }
+        tokio::time::sleep(SETTLE).await;
         Ok(Self {
             clients,
             senders,
