@@ -11,6 +11,7 @@ mod link;
 mod moderation;
 mod presence;
 mod sessions;
+mod under_way;
 
 pub use bus::{RedisBus, RedisBuses, bus_script};
 pub use durability::{Durability, Replication};

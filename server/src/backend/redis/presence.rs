@@ -14,6 +14,7 @@
 
 use super::bus::STREAM_LUA;
 use super::keys::{RoomKeys, global_keys, status_key};
+use super::under_way::UnderWay;
 use super::{RedisConn, RedisLink};
 use crate::backend::{
     BackendError, Claim, ClusterStatus, Entered, NodeStatus, Presence, RoomInfo, RoomPolicy, SessionId, Swept, UserId,
@@ -49,6 +50,8 @@ pub struct RedisPresence {
     node_timeout: Duration,
     policy: RoomPolicy,
     live: Mutex<HashMap<SessionId, LiveConnection>>,
+    /// Connections opening and closing whose write to Redis has not landed yet.
+    under_way: UnderWay,
 }
 
 /// Rooms asked at once when this node reports its rooms.
@@ -87,6 +90,7 @@ impl RedisPresence {
             node_timeout: timings.node_timeout,
             policy: RoomPolicy::default(),
             live: Mutex::new(HashMap::new()),
+            under_way: UnderWay::default(),
         })
     }
 
@@ -164,6 +168,7 @@ impl RedisPresence {
     /// Writes this node's live connections back as they are here: first the users and
     /// names, then each room's list.
     async fn sync(&self) -> Result<Swept, BackendError> {
+        self.under_way.syncing();
         let live: Vec<(SessionId, LiveConnection)> = self.live().iter().map(|(s, c)| (s.clone(), c.clone())).collect();
         let fields: Vec<[String; 5]> = live
             .iter()
@@ -262,7 +267,11 @@ impl Presence for RedisPresence {
         // Remembered first: if the write fails, the next sweep's sync writes it.
         let conn = LiveConnection { user: user.clone(), name: None, rooms: BTreeSet::new() };
         self.live().insert(sid.clone(), conn);
-        let name: Option<String> = self.run_global("connect", &[user.as_str(), sid.as_str()]).await?;
+        let _write = self.under_way.begin();
+        let name: Option<String> = self
+            .run_global("connect", &[user.as_str(), sid.as_str()])
+            .await
+            .inspect_err(|_| self.under_way.failed())?;
         Ok(name.and_then(stored_name))
     }
 
@@ -331,11 +340,15 @@ impl Presence for RedisPresence {
     ) -> Result<(), BackendError> {
         // Forgotten first, so that a sync cannot write the closed connection back.
         self.live().remove(sid);
-        for room in rooms {
-            self.drop_from_room(room, sid, grace).await?;
-        }
-        let grace_ms = grace.as_millis().to_string();
-        self.run_global::<i64>("disconnect", &[sid.as_str(), &grace_ms]).await.map(drop)
+        let _write = self.under_way.begin();
+        let written = async {
+            for room in rooms {
+                self.drop_from_room(room, sid, grace).await?;
+            }
+            let grace_ms = grace.as_millis().to_string();
+            self.run_global::<i64>("disconnect", &[sid.as_str(), &grace_ms]).await.map(drop)
+        };
+        written.await.inspect_err(|_| self.under_way.failed())
     }
 
     async fn snapshot(&self, room: &RoomName) -> Result<PresenceList, BackendError> {
@@ -379,6 +392,7 @@ impl Presence for RedisPresence {
     async fn sweep(&self) -> Result<Swept, BackendError> {
         let timeout_ms = self.node_timeout.as_millis().to_string();
         let idle_ms = self.policy.idle.as_millis().to_string();
+        let mark = self.under_way.mark();
         let reply: Vec<String> = self.run_global("sweep", &[&timeout_ms, &idle_ms]).await?;
         let number = |at: usize| -> Result<usize, BackendError> {
             reply
@@ -401,7 +415,10 @@ impl Presence for RedisPresence {
             }
         }
         let live = self.live().len();
-        if held == live {
+        // While connections open and close, Redis's count trails the node's by the writes
+        // on their way; rewriting every connection then (each sweep of a surge) would
+        // only load Redis more.
+        if held == live || self.under_way.explains(mark, held.abs_diff(live)) {
             return Ok(Swept { left, lost: Vec::new() });
         }
         tracing::info!(node = %self.node, held, live, "presence in Redis differs from this node's connections; writing them back");
