@@ -428,6 +428,8 @@ async fn run_client(
 ) {
     let mut done = None::<u32>;
     let mut disconnected = false;
+    // Lines read while waiting: those of the step that began meanwhile count in it.
+    let mut early = Vec::new();
     loop {
         let step = loop {
             match *steps.borrow_and_update() {
@@ -439,11 +441,14 @@ async fn run_client(
             // and closes it if no answer comes within its timeout (20 s), which the
             // first of 5,000 clients used to miss while the rest connected.
             tokio::select! {
+                biased;
                 changed = steps.changed() => if changed.is_err() {
                     return;
                 },
-                incoming = link.next(), if !disconnected => {
-                    disconnected = matches!(incoming, Ok(Incoming::Closed(_)) | Err(_));
+                incoming = link.next(), if !disconnected => match incoming {
+                    Ok(Incoming::Message(message)) => early.push(message),
+                    Ok(Incoming::Closed(_)) | Err(_) => disconnected = true,
+                    Ok(_) => {}
                 }
             }
         };
@@ -451,7 +456,8 @@ async fn run_client(
         let outcome = if disconnected {
             Seen { disconnected: true, ..Seen::default() }
         } else {
-            serve(&mut link, index, sender.then_some(step.per_sender), step, shared).await
+            let early = std::mem::take(&mut early);
+            serve(&mut link, index, sender.then_some(step.per_sender), step, early, shared).await
         };
         disconnected = outcome.disconnected;
         if seen.send(outcome).await.is_err() {
@@ -461,9 +467,19 @@ async fn run_client(
 }
 
 /// Sends (for a sender) and receives until the step's end.
-async fn serve(link: &mut Link, index: usize, sending: Option<u64>, step: Step, shared: &Shared) -> Seen {
+async fn serve(
+    link: &mut Link,
+    index: usize,
+    sending: Option<u64>,
+    step: Step,
+    early: Vec<String>,
+    shared: &Shared,
+) -> Seen {
     let mut seen = Seen::default();
     let mut senders: HashMap<usize, PerSender> = HashMap::new();
+    for message in &early {
+        take_line(message, step.id, index, &mut seen, &mut senders, shared);
+    }
     let to_send = sending.unwrap_or(0);
     // Senders start spread over one interval, not all in the same instant.
     let offset = step.interval.mul_f64((index as f64 * 0.618_034) % 1.0);
@@ -484,16 +500,7 @@ async fn serve(link: &mut Link, index: usize, sending: Option<u64>, step: Step, 
                 seen.sent += 1;
             }
             incoming = link.next() => match incoming {
-                Ok(Incoming::Message(message)) => {
-                    // Lines of an earlier step that come this late were already missed.
-                    let Some(line) = parse_line(&message).filter(|line| line.step == step.id) else { continue };
-                    seen.received += 1;
-                    let now = elapsed_micros(shared.start);
-                    shared.record_latency(index, now.saturating_sub(line.micros));
-                    let (duplicate, out_of_order) = senders.entry(line.sender).or_default().record(line.seq);
-                    seen.duplicates += u64::from(duplicate);
-                    seen.order_violations += u64::from(out_of_order);
-                }
+                Ok(Incoming::Message(message)) => take_line(&message, step.id, index, &mut seen, &mut senders, shared),
                 Ok(Incoming::Other | Incoming::Event(_)) => {}
                 Ok(Incoming::Closed(_)) | Err(_) => {
                     seen.disconnected = true;
@@ -503,6 +510,25 @@ async fn serve(link: &mut Link, index: usize, sending: Option<u64>, step: Step, 
         }
     }
     seen
+}
+
+/// Counts a received line of step `step` (lines of an earlier step that come this late
+/// were already missed, and are ignored).
+fn take_line(
+    message: &str,
+    step: u32,
+    index: usize,
+    seen: &mut Seen,
+    senders: &mut HashMap<usize, PerSender>,
+    shared: &Shared,
+) {
+    let Some(line) = parse_line(message).filter(|line| line.step == step) else { return };
+    seen.received += 1;
+    let now = elapsed_micros(shared.start);
+    shared.record_latency(index, now.saturating_sub(line.micros));
+    let (duplicate, out_of_order) = senders.entry(line.sender).or_default().record(line.seq);
+    seen.duplicates += u64::from(duplicate);
+    seen.order_violations += u64::from(out_of_order);
 }
 
 /// Microseconds since `start` (a run lasts far less than the 584,000 years a u64 holds).
