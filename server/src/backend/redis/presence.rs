@@ -266,8 +266,9 @@ impl Presence for RedisPresence {
     async fn connect(&self, user: &UserId, sid: &SessionId) -> Result<Option<Username>, BackendError> {
         // Remembered first: if the write fails, the next sweep's sync writes it.
         let conn = LiveConnection { user: user.clone(), name: None, rooms: BTreeSet::new() };
-        self.live().insert(sid.clone(), conn);
+        // Counted as under way before the node counts it, so a sweep in between sees why.
         let _write = self.under_way.begin();
+        self.live().insert(sid.clone(), conn);
         let name: Option<String> = self
             .run_global("connect", &[user.as_str(), sid.as_str()])
             .await
@@ -338,9 +339,10 @@ impl Presence for RedisPresence {
         rooms: &[RoomName],
         grace: Duration,
     ) -> Result<(), BackendError> {
+        // Under way before the node stops counting it, as for a connection opening.
+        let _write = self.under_way.begin();
         // Forgotten first, so that a sync cannot write the closed connection back.
         self.live().remove(sid);
-        let _write = self.under_way.begin();
         let written = async {
             for room in rooms {
                 self.drop_from_room(room, sid, grace).await?;
