@@ -293,6 +293,8 @@ async fn serve(
             break window;
         }
         tokio::select! {
+            // The start, once given, before any line: a line read here would be lost.
+            biased;
             changed = go.changed() => if changed.is_err() {
                 return seen;
             },
