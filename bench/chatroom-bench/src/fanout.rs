@@ -232,14 +232,25 @@ pub(crate) fn new_histogram() -> anyhow::Result<Histogram<u64>> {
     Ok(Histogram::new_with_bounds(1, 120_000_000, 3)?)
 }
 
-/// One measured period: every sender sends `per_sender` lines, one every `interval`.
+/// One measured period: the senders send `lines` lines between them, each spreading
+/// its share evenly over `duration`.
 #[derive(Debug, Clone, Copy)]
 struct Step {
     id: u32,
-    per_sender: u64,
-    interval: Duration,
+    lines: u64,
+    senders: usize,
+    duration: Duration,
     start: Instant,
     until: Instant,
+}
+
+impl Step {
+    /// How many of the step's lines sender `index` sends: an even share, the remainder
+    /// going one each to the first senders.
+    fn share(&self, index: usize) -> u64 {
+        let senders = self.senders.max(1) as u64;
+        self.lines / senders + u64::from((index as u64) < self.lines % senders)
+    }
 }
 
 /// What the clients are told to do next.
@@ -328,15 +339,23 @@ impl Swarm {
     /// Runs one step at `rate` lines a second for `duration` and reports it.
     pub async fn step(&mut self, rate: f64, duration: Duration) -> anyhow::Result<Report> {
         let connected = self.clients - self.connect_failures;
+        // The total is rounded, not each sender's share: at 1 msg/s over 4 s, 10 senders
+        // send 4 lines between them (rounding each share sent none at all).
         #[expect(clippy::cast_possible_truncation, reason = "a count of lines, rounded; f64 to u64 saturates")]
-        let per_sender = ((rate * duration.as_secs_f64()) / self.senders as f64).round() as u64;
-        let interval = Duration::from_secs_f64(self.senders as f64 / rate.max(0.001));
+        let lines = (rate * duration.as_secs_f64()).round() as u64;
         let (servers_before, redis_before) =
             (procstat::total_cpu_secs(&self.server_pids), procstat::total_cpu_secs(&self.redis_pids));
         let start = Instant::now();
         let id = self.next_step;
         self.next_step += 1;
-        self.steps.send_replace(Order::Run(Step { id, per_sender, interval, start, until: start + duration + DRAIN }));
+        self.steps.send_replace(Order::Run(Step {
+            id,
+            lines,
+            senders: self.senders,
+            duration,
+            start,
+            until: start + duration + DRAIN,
+        }));
 
         let mut seen = Vec::with_capacity(connected);
         for _ in 0..connected {
@@ -457,7 +476,7 @@ async fn run_client(
             Seen { disconnected: true, ..Seen::default() }
         } else {
             let early = std::mem::take(&mut early);
-            serve(&mut link, index, sender.then_some(step.per_sender), step, early, shared).await
+            serve(&mut link, index, sender.then(|| step.share(index)), step, early, shared).await
         };
         disconnected = outcome.disconnected;
         if seen.send(outcome).await.is_err() {
@@ -481,9 +500,11 @@ async fn serve(
         take_line(message, step.id, index, &mut seen, &mut senders, shared);
     }
     let to_send = sending.unwrap_or(0);
-    // Senders start spread over one interval, not all in the same instant.
-    let offset = step.interval.mul_f64((index as f64 * 0.618_034) % 1.0);
-    let mut ticks = tokio::time::interval_at(step.start + offset, step.interval);
+    // Senders start spread over one interval, not all in the same instant; the last
+    // line still goes within the step.
+    let interval = step.duration / u32::try_from(to_send.max(1)).unwrap_or(u32::MAX);
+    let offset = interval.mul_f64((index as f64 * 0.618_034) % 1.0);
+    let mut ticks = tokio::time::interval_at(step.start + offset, interval);
     ticks.set_missed_tick_behavior(MissedTickBehavior::Burst);
     let deadline = tokio::time::sleep_until(step.until);
     tokio::pin!(deadline);
@@ -557,5 +578,21 @@ mod tests {
         assert_eq!(sender.record(2), (true, false), "again: a duplicate");
         assert_eq!(sender.record(0), (true, true), "an old one again: both");
         assert_eq!(sender.record(200), (false, false));
+    }
+
+    #[test]
+    fn a_step_shares_its_lines_so_low_rates_still_send() {
+        let at = |lines| Step {
+            id: 1,
+            lines,
+            senders: 10,
+            duration: Duration::from_secs(4),
+            start: Instant::now(),
+            until: Instant::now(),
+        };
+        let shares = |step: Step| (0..10).map(|i| step.share(i)).collect::<Vec<_>>();
+        assert_eq!(shares(at(4)), [1, 1, 1, 1, 0, 0, 0, 0, 0, 0]);
+        assert_eq!(shares(at(23)), [3, 3, 3, 2, 2, 2, 2, 2, 2, 2]);
+        assert_eq!(shares(at(23)).iter().sum::<u64>(), 23);
     }
 }

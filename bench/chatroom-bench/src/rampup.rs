@@ -108,6 +108,9 @@ impl RampupReport {
 /// of order are reported but do not end the ramp: the replaced service reorders even at
 /// low rates, and the measure is how much load a system carries.
 fn held(step: &Report, p99_limit_ms: f64) -> Result<(), String> {
+    if step.sent == 0 {
+        return Err(format!("{} msg/s sent nothing: a step too short for its rate", step.target_rate));
+    }
     if step.missing + step.duplicates > 0 || step.disconnects + step.connect_failures > 0 {
         return Err(format!(
             "{} msg/s lost something (missing {}, duplicates {}, disconnects {}, connect failures {})",
@@ -195,5 +198,7 @@ mod tests {
         assert!(held(&step(10.0, 1), 250.0).unwrap_err().contains("missing 1"));
         let reordered = Report { order_violations: 3, ..step(10.0, 0) };
         assert!(held(&reordered, 250.0).is_ok(), "reported, not a failure");
+        let silent = Report { sent: 0, received: 0, expected: 0, ..step(10.0, 0) };
+        assert!(held(&silent, 250.0).unwrap_err().contains("sent nothing"), "nothing measured, nothing held");
     }
 }
