@@ -204,3 +204,50 @@ async fn a_name_in_use_is_refused_on_every_node_and_a_race_has_exactly_one_winne
     }
     println!("name race: {rounds} rounds across two nodes, exactly one winner in each");
 }
+
+#[tokio::test]
+async fn a_sync_writes_back_the_node_as_it_is_when_it_writes() {
+    use server::backend::redis::keys::RoomKeys;
+    use server::backend::redis::{PresenceTimings, RedisLink, RedisPresence, RedisTarget};
+    use server::backend::{Presence, SessionId, UserId};
+    let redis = RedisServer::start().await;
+    let link = RedisLink::open(&RedisTarget::Single { url: redis.url(), ca_pem: None }).await.unwrap();
+    let timings = PresenceTimings { grace: Duration::ZERO, node_timeout: Duration::from_secs(10) };
+    let presence = RedisPresence::connect(&link, "node-1", 100, timings).await.unwrap();
+    let lobby = app::protocol::RoomName::parse("lobby").unwrap();
+    let arrive = async |sid: &str, name: &str| {
+        let (sid, user) = (SessionId::new(sid), UserId::of_connection(&SessionId::new(sid)));
+        presence.connect(&user, &sid).await.unwrap();
+        presence.claim(&user, &sid, &app::protocol::Username::parse(name).unwrap()).await.unwrap();
+        presence.enter(&lobby, &user, &sid).await.unwrap();
+        (user, sid)
+    };
+    let mut conn = redis.connection().await;
+    let stream = RoomKeys::of(&lobby).stream;
+    let mut lines = async || -> Vec<String> {
+        let reply: redis::streams::StreamRangeReply =
+            redis::cmd("XRANGE").arg(&stream).arg("-").arg("+").query_async(&mut conn).await.unwrap();
+        let line = |id: &redis::streams::StreamId| {
+            let event: serde_json::Value = serde_json::from_str(&id.get::<String>("e").unwrap()).unwrap();
+            format!("{} {}", event["kind"].as_str().unwrap(), event["author"].as_str().unwrap())
+        };
+        reply.ids.iter().map(line).collect()
+    };
+    arrive("s-ann", "ann").await;
+    let (cid, cid_sid) = arrive("s-cid", "cid").await;
+    let (dan, dan_sid) = arrive("s-dan", "dan").await;
+
+    // A sweep's sync takes the node's list; before it is written back, Bob resumes into
+    // the lobby, Cid's connection closes and Dan leaves the lobby.
+    let list = presence.live_list();
+    arrive("s-bob", "bob").await;
+    presence.disconnect(&cid, &cid_sid, std::slice::from_ref(&lobby), Duration::ZERO).await.unwrap();
+    presence.exit(&lobby, &dan, &dan_sid).await.unwrap();
+    let before = lines().await;
+    assert_eq!(before[3..], ["joined bob", "left cid", "left dan"]);
+    let swept = presence.write_back(list).await.unwrap();
+
+    assert_eq!(presence.snapshot(&lobby).await.unwrap().users, ["ann", "bob"], "the lobby as the node has it");
+    assert_eq!(lines().await, before, "the sync announced nothing: nobody left, came back or left again");
+    assert_eq!(swept.left, 0);
+}

@@ -17,5 +17,5 @@ pub use bus::{RedisBus, RedisBuses, bus_script};
 pub use durability::{Durability, Replication};
 pub use link::{ClusterTarget, RedisConn, RedisLink, RedisTarget, SentinelTarget};
 pub use moderation::RedisModeration;
-pub use presence::{PresenceTimings, RedisPresence};
+pub use presence::{LiveList, PresenceTimings, RedisPresence};
 pub use sessions::{RedisSessions, session_key};

@@ -36,6 +36,9 @@ struct LiveConnection {
     rooms: BTreeSet<RoomName>,
 }
 
+/// This node's live connections, taken at one moment to be written back to Redis.
+pub struct LiveList(Vec<(SessionId, LiveConnection)>);
+
 /// Presence in Redis, seen from one node.
 pub struct RedisPresence {
     conn: RedisConn,
@@ -165,11 +168,71 @@ impl RedisPresence {
         Ok(left)
     }
 
-    /// Writes this node's live connections back as they are here: first the users and
-    /// names, then each room's list.
-    async fn sync(&self) -> Result<Swept, BackendError> {
+    /// Writes `entries` (sid, user, name, its version) back as this node's connections in
+    /// `room`, then drops from it every connection of the node that the node no longer
+    /// has there; returns how many users left.
+    async fn write_room_back(&self, room: &RoomName, entries: Vec<[String; 4]>) -> Result<usize, BackendError> {
+        let has_it = |live: &HashMap<SessionId, LiveConnection>, sid: &str| {
+            live.get(&SessionId::new(sid.to_owned())).is_some_and(|conn| conn.rooms.contains(room))
+        };
+        // Those that closed or left the room since the list was taken stay out of it.
+        let entries: Vec<[String; 4]> = {
+            let now_live = self.live();
+            entries.into_iter().filter(|entry| has_it(&now_live, &entry[0])).collect()
+        };
+        let grace_ms = self.grace.as_millis().to_string();
+        let mut args: Vec<&str> = vec![&grace_ms];
+        for entry in &entries {
+            args.extend(entry.iter().map(String::as_str));
+        }
+        let reply: Vec<String> = self.run_room(room, "sync", &args).await?;
+        let Some((deadline, unlisted)) = reply.split_first() else {
+            return Err(BackendError::UnexpectedReply("a room sync without its deadline".into()));
+        };
+        let deadline = deadline
+            .parse()
+            .map_err(|_| BackendError::UnexpectedReply(format!("a room sync's deadline {deadline:?}")))?;
+        self.note_grace(room, deadline).await?;
+        // The script ran a moment after the node's record was read: whatever the node no
+        // longer has in the room, listed or not, is gone. One that entered the room after
+        // the list was taken was added to the node's own record before Redis heard of it,
+        // so it is found there now and keeps counting (a user resuming on this node while
+        // its old node was reaped was announced as left before).
+        let gone: Vec<SessionId> = {
+            let now_live = self.live();
+            entries
+                .iter()
+                .map(|entry| &entry[0])
+                .chain(unlisted)
+                .filter(|sid| !has_it(&now_live, sid))
+                .map(|sid| SessionId::new(sid.clone()))
+                .collect()
+        };
+        let mut left = 0;
+        for sid in &gone {
+            left += self.drop_from_room(room, sid, self.grace).await?;
+        }
+        Ok(left)
+    }
+
+    /// This node's live connections as they are now, for [`Self::write_back`]; taking
+    /// the list begins a sync, so the writes that failed before it are in it.
+    pub fn live_list(&self) -> LiveList {
         self.under_way.syncing();
-        let live: Vec<(SessionId, LiveConnection)> = self.live().iter().map(|(s, c)| (s.clone(), c.clone())).collect();
+        LiveList(self.live().iter().map(|(s, c)| (s.clone(), c.clone())).collect())
+    }
+
+    /// Writes `list` back as this node's connections: first the users and names, then
+    /// each room's list. Connections may open, enter rooms and close while it runs (a
+    /// sweep's sync is not atomic with them); each keeps counting as the node has it
+    /// now. Public so that a test can change the node between the list and its writing.
+    pub async fn write_back(&self, LiveList(listed): LiveList) -> Result<Swept, BackendError> {
+        // Each listed connection as the node has it now: one closed since is not written
+        // back, one that left a room since is not put back in it.
+        let live: Vec<(SessionId, LiveConnection)> = {
+            let now_live = self.live();
+            listed.into_iter().filter_map(|(sid, _)| now_live.get(&sid).map(|conn| (sid, conn.clone()))).collect()
+        };
         let fields: Vec<[String; 5]> = live
             .iter()
             .map(|(sid, conn)| {
@@ -202,35 +265,8 @@ impl RedisPresence {
             }
         }
         let mut left = 0;
-        for (room, entries) in &rooms {
-            let mut args: Vec<&str> = vec![&grace_ms];
-            for entry in entries {
-                args.extend(entry.iter().map(String::as_str));
-            }
-            let reply: Vec<String> = self.run_room(room, "sync", &args).await?;
-            let Some((deadline, unlisted)) = reply.split_first() else {
-                return Err(BackendError::UnexpectedReply("a room sync without its deadline".into()));
-            };
-            let deadline = deadline
-                .parse()
-                .map_err(|_| BackendError::UnexpectedReply(format!("a room sync's deadline {deadline:?}")))?;
-            self.note_grace(room, deadline).await?;
-            // Unlisted connections the node no longer has in the room are gone. One that
-            // entered the room after the list was taken was added to the node's own record
-            // before Redis heard of it, so it is found there now and keeps counting (a
-            // user resuming on this node while its old node was reaped was announced as
-            // left before).
-            let gone: Vec<SessionId> = {
-                let now_live = self.live();
-                unlisted
-                    .iter()
-                    .map(|sid| SessionId::new(sid.clone()))
-                    .filter(|sid| !now_live.get(sid).is_some_and(|conn| conn.rooms.contains(room)))
-                    .collect()
-            };
-            for sid in &gone {
-                left += self.drop_from_room(room, sid, self.grace).await?;
-            }
+        for (room, entries) in rooms {
+            left += self.write_room_back(&room, entries).await?;
         }
         let closed_meanwhile: Vec<(SessionId, LiveConnection)> = {
             let mut now_live = self.live();
@@ -424,7 +460,7 @@ impl Presence for RedisPresence {
             return Ok(Swept { left, lost: Vec::new() });
         }
         tracing::info!(node = %self.node, held, live, "presence in Redis differs from this node's connections; writing them back");
-        let synced = self.sync().await?;
+        let synced = self.write_back(self.live_list()).await?;
         Ok(Swept { left: left + synced.left, lost: synced.lost })
     }
 
