@@ -250,6 +250,10 @@ async fn say_until_accepted(sender: &mut Client, room: &str, text: &str) -> u32 
                 tokio::time::sleep(Duration::from_millis(250)).await;
                 break;
             }
+            assert!(
+                !(event == "backlog" && arg["room"] == room && arg["kind"] == "reset"),
+                "{room} was reset while {text:?} was on its way: the room lost events: {arg}"
+            );
         }
     }
     panic!("{text:?} was never accepted in {room}");
